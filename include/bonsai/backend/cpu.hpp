@@ -1,0 +1,9 @@
+// bonsai/backend/cpu.hpp — the CPU backend: Lowering<Map, Host> for every structured node.
+#pragma once
+
+#include "cpu/epilogue.hpp"
+#include "cpu/gemm.hpp"
+#include "cpu/linear.hpp"
+#include "cpu/product.hpp"
+#include "cpu/shuffle.hpp"
+#include "lowering.hpp"

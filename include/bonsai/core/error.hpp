@@ -1,0 +1,58 @@
+// bonsai/core/error.hpp — bonsai::Error, the one exception type, and the checks that throw it.
+// Shape errors name both shapes, e.g. "forward: x has shape (2048, 512) but LowRank takes 768
+// input features".
+#pragma once
+
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include "../config.hpp"
+
+namespace bonsai {
+
+/// Thrown for every error only the run can detect: shape mismatches, invalid structure
+/// parameters, unbound parameters, corrupt files.
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// A shape to print in an error message: shape{2048, 768} prints as "(2048, 768)".
+struct shape {
+  template <class... I>
+  shape(I... extents) : rank(sizeof...(I)), dims{static_cast<index_t>(extents)...} {
+    static_assert(sizeof...(I) <= 4, "shape prints at most four extents");
+  }
+  int rank;
+  index_t dims[4];
+  friend std::ostream& operator<<(std::ostream& os, const shape& s) {
+    os << '(';
+    for (int i = 0; i < s.rank; ++i) os << (i ? ", " : "") << s.dims[i];
+    return os << ')';
+  }
+};
+
+namespace detail {
+
+template <class... Parts>
+[[noreturn]] void fail(Parts&&... parts) {
+  std::ostringstream os;
+  (os << ... << std::forward<Parts>(parts));
+  throw Error(os.str());
+}
+
+/// `static_assert(dependent_false<T>, "...")` fails only when the template is instantiated.
+template <class...>
+inline constexpr bool dependent_false = false;
+
+}  // namespace detail
+
+/// Throws bonsai::Error with the streamed message parts when `cond` is false.
+#define BONSAI_CHECK(cond, ...)                          \
+  do {                                                   \
+    if (!(cond)) ::bonsai::detail::fail(__VA_ARGS__);    \
+  } while (0)
+
+}  // namespace bonsai

@@ -1,0 +1,134 @@
+// bonsai/structured/init.hpp — the Structured-FFN paper's initialisers (spec §5), seeded by an
+// Rng, on maps bound to host memory:
+//  - init_normal: every weight ~ N(0, std^2) (std = 0.02);
+//  - init_svd (LowRank): draw W0 ~ N(0, std^2) of shape (out, in), W0 = P S Q^T, then
+//    V = sqrt(S_R) Q_R^T and U = P_R sqrt(S_R): U V is the best rank-R approximation of W0;
+//  - init_ortho: draw N(0, std^2), then replace every matrix (each block, each dense factor) by
+//    its orthogonal polar factor A <- P Q^T, so all its singular values are 1;
+//  - initialize: the paper's default per type: Dense normal, LowRank svd, block types ortho.
+#pragma once
+
+#include <Eigen/SVD>
+#include <cmath>
+
+#include "../core/rng.hpp"
+#include "block_dense.hpp"
+#include "block_shuffle.hpp"
+#include "dense.hpp"
+#include "low_rank.hpp"
+
+namespace bonsai {
+
+/// The paper's weight scale, N(0, 0.02^2).
+inline constexpr double default_init_std = 0.02;
+
+namespace detail {
+
+template <class M>
+void require_bound(const M& m, const char* who) {
+  BONSAI_CHECK(m.is_bound(), who, ": the map's parameters are not bound to storage");
+}
+
+template <class T>
+void fill_normal_matrix(const MatrixView<T, Host>& a, Rng& rng, double stddev) {
+  for (index_t i = 0; i < a.rows(); ++i)
+    for (index_t j = 0; j < a.cols(); ++j) a(i, j) = static_cast<T>(rng.normal(0.0, stddev));
+}
+
+/// A <- P Q^T where A = P S Q^T (thin SVD): the nearest matrix with orthonormal rows or columns.
+template <class T>
+void to_polar_factor(const MatrixView<T, Host>& a) {
+  auto e = as_eigen(a);
+  Eigen::BDCSVD<EigenRowMajor<T>> svd(e, Eigen::ComputeThinU | Eigen::ComputeThinV);
+  e = svd.matrixU() * svd.matrixV().transpose();
+}
+
+template <class T>
+void ortho_matrix(const MatrixView<T, Host>& a, Rng& rng, double stddev) {
+  fill_normal_matrix(a, rng, stddev);
+  to_polar_factor(a);
+}
+
+}  // namespace detail
+
+// ---- init_normal ---------------------------------------------------------------------------
+
+template <class T, index_t I, index_t O>
+void init_normal(const Dense<T, I, O>& f, Rng& rng, double stddev = default_init_std) {
+  detail::require_bound(f, "init_normal");
+  detail::fill_normal_matrix(f.weight(), rng, stddev);
+}
+template <class T, index_t I, index_t O>
+void init_normal(const LowRank<T, I, O>& f, Rng& rng, double stddev = default_init_std) {
+  detail::require_bound(f, "init_normal");
+  detail::fill_normal_matrix(f.v(), rng, stddev);
+  detail::fill_normal_matrix(f.u(), rng, stddev);
+}
+template <class T, index_t I, index_t O>
+void init_normal(const BlockDiag<T, I, O>& f, Rng& rng, double stddev = default_init_std) {
+  detail::require_bound(f, "init_normal");
+  for (index_t i = 0; i < f.blocks(); ++i) detail::fill_normal_matrix(f.block(i), rng, stddev);
+}
+template <index_t N>
+void init_normal(const Shuffle<N>&, Rng&, double = default_init_std) {}
+template <class... Fs>
+void init_normal(const Product<Fs...>& p, Rng& rng, double stddev = default_init_std) {
+  p.for_each_applied([&](std::size_t, const auto& f) { init_normal(f, rng, stddev); });
+}
+
+// ---- init_svd ------------------------------------------------------------------------------
+
+/// SVD-balanced LowRank: U V = best rank-R approximation of a dense N(0, std^2) draw, and the
+/// singular values of U and of V both equal sqrt(S_R).
+template <class T, index_t I, index_t O>
+void init_svd(const LowRank<T, I, O>& f, Rng& rng, double stddev = default_init_std) {
+  detail::require_bound(f, "init_svd");
+  Matrix<T> w0(f.out_features(), f.in_features());  // (out, in)
+  detail::fill_normal_matrix(w0.view(), rng, stddev);
+  Eigen::BDCSVD<EigenRowMajor<T>> svd(as_eigen(w0), Eigen::ComputeThinU | Eigen::ComputeThinV);
+  const index_t r = f.rank();
+  const auto root = svd.singularValues().head(r).cwiseSqrt().asDiagonal();
+  as_eigen(f.v()) = root * svd.matrixV().leftCols(r).transpose();  // (R, in)
+  as_eigen(f.u()) = svd.matrixU().leftCols(r) * root;              // (out, R)
+}
+
+// ---- init_ortho ----------------------------------------------------------------------------
+
+template <class T, index_t I, index_t O>
+void init_ortho(const Dense<T, I, O>& f, Rng& rng, double stddev = default_init_std) {
+  detail::require_bound(f, "init_ortho");
+  detail::ortho_matrix(f.weight(), rng, stddev);
+}
+template <class T, index_t I, index_t O>
+void init_ortho(const LowRank<T, I, O>& f, Rng& rng, double stddev = default_init_std) {
+  detail::require_bound(f, "init_ortho");
+  detail::ortho_matrix(f.v(), rng, stddev);
+  detail::ortho_matrix(f.u(), rng, stddev);
+}
+template <class T, index_t I, index_t O>
+void init_ortho(const BlockDiag<T, I, O>& f, Rng& rng, double stddev = default_init_std) {
+  detail::require_bound(f, "init_ortho");
+  for (index_t i = 0; i < f.blocks(); ++i) detail::ortho_matrix(f.block(i), rng, stddev);
+}
+template <index_t N>
+void init_ortho(const Shuffle<N>&, Rng&, double = default_init_std) {}
+template <class... Fs>
+void init_ortho(const Product<Fs...>& p, Rng& rng, double stddev = default_init_std) {
+  p.for_each_applied([&](std::size_t, const auto& f) { init_ortho(f, rng, stddev); });
+}
+
+// ---- the paper's default per type ---------------------------------------------------------
+
+template <class T, index_t I, index_t O>
+void initialize(const Dense<T, I, O>& f, Rng& rng) { init_normal(f, rng); }
+template <class T, index_t I, index_t O>
+void initialize(const LowRank<T, I, O>& f, Rng& rng) { init_svd(f, rng); }
+template <class T, index_t I, index_t O>
+void initialize(const BlockDiag<T, I, O>& f, Rng& rng) { init_ortho(f, rng); }
+template <index_t N>
+void initialize(const Shuffle<N>&, Rng&) {}
+/// BlockDense and BlockShuffle (and any other product): every factor ortho.
+template <class... Fs>
+void initialize(const Product<Fs...>& p, Rng& rng) { init_ortho(p, rng); }
+
+}  // namespace bonsai
