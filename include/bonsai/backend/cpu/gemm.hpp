@@ -51,8 +51,9 @@ void gemm_eigen(T alpha, const MatrixView<const T, Host>& a, Op opa,
 /// C (m, n) = alpha op(A) op(B) + beta C with op(A) (m, k) and op(B) (k, n); all row-major with
 /// contiguous rows. beta = 0 ignores C's old contents (NaNs included).
 template <class T>
-void gemm(T alpha, const MatrixView<const T, Host>& a, Op opa, const MatrixView<const T, Host>& b,
-          Op opb, T beta, const MatrixView<T, Host>& c) {
+void gemm(T alpha, const MatrixView<const std::type_identity_t<T>, Host>& a, Op opa,
+          const MatrixView<const std::type_identity_t<T>, Host>& b, Op opb, std::type_identity_t<T> beta,
+          const MatrixView<std::type_identity_t<T>, Host>& c) {
   const index_t m = opa == Op::N ? a.rows() : a.cols();
   const index_t k = opa == Op::N ? a.cols() : a.rows();
   const index_t kb = opb == Op::N ? b.rows() : b.cols();

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Install dependencies, build the cpu-release preset and run the whole test suite.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash scripts/deps.sh
+cmake --preset cpu-release
+cmake --build --preset cpu-release --parallel "$(nproc)"
+ctest --preset cpu-release --output-on-failure -j2
