@@ -3,6 +3,7 @@
 
 #include "cpu/epilogue.hpp"
 #include "cpu/gemm.hpp"
+#include "cpu/transpose.hpp"
 #include "cpu/linear.hpp"
 #include "cpu/product.hpp"
 #include "cpu/shuffle.hpp"

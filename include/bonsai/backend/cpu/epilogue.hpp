@@ -63,29 +63,30 @@ void for_row_ranges(index_t rows, index_t work_per_row, F&& f) {
   run(0, 1);
 }
 
+/// y = gelu(u + b).
 template <class T>
-void gelu_row(const T* u, T* y, index_t n) {
+void gelu_row(const T* u, const T* b, T* y, index_t n) {
   using epilogue::gelu_k0, epilogue::gelu_k1;
-  ConstRowArray<T> U(u, n);
-  RowArray<T>(y, n) = T(0.5) * U * (T(1) + (T(gelu_k0) * (U + T(gelu_k1) * U.cube())).tanh());
+  const auto v = (ConstRowArray<T>(u, n) + ConstRowArray<T>(b, n)).eval();
+  RowArray<T>(y, n) = T(0.5) * v * (T(1) + (T(gelu_k0) * (v + T(gelu_k1) * v.cube())).tanh());
 }
 
-/// g = dy * gelu'(u).
+/// g = dy * gelu'(u + b).
 template <class T>
-void gelu_grad_row(const T* dy, const T* u, T* g, index_t n) {
+void gelu_grad_row(const T* dy, const T* u, const T* b, T* g, index_t n) {
   using epilogue::gelu_k0, epilogue::gelu_k1;
-  ConstRowArray<T> U(u, n);
-  const auto th = (T(gelu_k0) * (U + T(gelu_k1) * U.cube())).tanh().eval();
+  const auto v = (ConstRowArray<T>(u, n) + ConstRowArray<T>(b, n)).eval();
+  const auto th = (T(gelu_k0) * (v + T(gelu_k1) * v.cube())).tanh().eval();
   RowArray<T>(g, n) = ConstRowArray<T>(dy, n) *
                       (T(0.5) * (T(1) + th) +
-                       T(0.5) * U * (T(1) - th.square()) * T(gelu_k0) * (T(1) + T(3 * gelu_k1) * U.square()));
+                       T(0.5) * v * (T(1) - th.square()) * T(gelu_k0) * (T(1) + T(3 * gelu_k1) * v.square()));
 }
 
 }  // namespace detail
 
 /// y = epi(layout(acc)): acc (T, out) read through `layout`, y (T, out). When acc is y itself
-/// (identity layout, no GELU) the bias is added in place. With GELU, acc + b is kept in
-/// state.pre.
+/// (identity layout, no GELU) the bias is added in place. With GELU, layout(acc) is kept in
+/// state.pre (without the bias, so a GEMM can write it directly and the pass only reads it).
 template <class T, class Epi>
 void epilogue_forward(const Epi& epi, const MatrixView<const T, Host>& acc, RowLayout layout,
                       const MatrixView<T, Host>& y, EpilogueState<T>& state) {
@@ -93,7 +94,7 @@ void epilogue_forward(const Epi& epi, const MatrixView<const T, Host>& acc, RowL
   state.tokens = rows;
   state.width = n;
   constexpr bool gelu = epilogue::has_gelu<Epi>;
-  const MatrixView<T, Host> dst = gelu ? state.pre.matrix(rows, n) : y;  // holds acc (+ b)
+  const MatrixView<T, Host> dst = gelu ? state.pre.matrix(rows, n) : y;  // holds layout(acc)
   const bool move = !layout.is_identity() || acc.data() != dst.data() || acc.ld() != dst.ld();
   if (!move && !epilogue::has_bias<Epi>) return;
   detail::for_row_ranges(rows, n, [&](int, index_t r0, index_t r1) {
@@ -104,9 +105,10 @@ void epilogue_forward(const Epi& epi, const MatrixView<const T, Host>& acc, RowL
         detail::RowMat<T>(d, layout.b, layout.a) = detail::ConstRowMat<T>(s, layout.a, layout.b).transpose();
       else if (move)
         std::copy(s, s + n, d);
-      if constexpr (epilogue::has_bias<Epi>)
+      if constexpr (gelu)
+        detail::gelu_row(d, epi.bias.data(), y.data() + r * y.ld(), n);
+      else if constexpr (epilogue::has_bias<Epi>)
         detail::RowArray<T>(d, n) += detail::ConstRowArray<T>(epi.bias.data(), n);
-      if constexpr (gelu) detail::gelu_row(d, y.data() + r * y.ld(), n);
     }
   });
 }
@@ -148,7 +150,7 @@ MatrixView<const T, Host> epilogue_backward(const Epi& epi, const MatrixView<con
       T* out = write ? target.data() + r * target.ld() : nullptr;
       if constexpr (gelu) {
         T* gbuf = layout.is_identity() && out ? out : rowbuf;
-        detail::gelu_grad_row(g, pre + r * n, gbuf, n);
+        detail::gelu_grad_row(g, pre + r * n, epi.bias.data(), gbuf, n);
         g = gbuf;
       }
       if (part) detail::RowArray<T>(part, n) += detail::ConstRowArray<T>(g, n);
