@@ -41,17 +41,6 @@ TEST_CASE("Tensor owns zeroed, aligned memory and refuses views of temporaries")
   CHECK(moved.size() == 8);
 }
 
-TEST_CASE("cpu::transpose matches the definition on ragged tiles") {
-  Rng rng(6);
-  auto a = test::random_matrix<float>(70, 45, rng);
-  Matrix<float> t(45, 70);
-  cpu::transpose<float>(a.view(), t.view());
-  CHECK(as_eigen(t) == as_eigen(a).transpose());
-  Matrix<float> wrong(44, 70);
-  CHECK_THROWS_WITH_AS(cpu::transpose<float>(a.view(), wrong.view()),
-                       doctest::Contains("src has shape (70, 45) but dst has shape (44, 70)"), Error);
-}
-
 TEST_CASE("Workspace grows but never shrinks") {
   Workspace<float> ws;
   auto a = ws.matrix(4, 8);

@@ -1,5 +1,5 @@
-// cpu::gemm against a naive triple loop: every transpose combination, leading dimensions
-// larger than the width, beta = 0 / 1 / other, and shape errors.
+// cpu::gemm against a naive triple loop (every transpose combination, leading dimensions larger
+// than the width, beta = 0 / 1 / other, shape errors) and cpu::transpose on ragged tiles.
 #include "support/maps.hpp"
 
 using namespace bonsai;
@@ -52,4 +52,15 @@ TEST_CASE("gemm names both shapes on a mismatch") {
   CHECK_THROWS_WITH_AS(cpu::gemm(1.0f, a.view(), cpu::Op::N, b.view(), cpu::Op::N, 0.0f, c.view()),
                        doctest::Contains("op(A) has shape (4, 5) and op(B) has shape (6, 3)"), Error);
   CHECK(std::string(cpu::gemm_library()) == (BONSAI_USE_ONEDNN ? "oneDNN" : "Eigen"));
+}
+
+TEST_CASE("cpu::transpose matches the definition on ragged tiles") {
+  Rng rng(6);
+  auto a = test::random_matrix<float>(70, 45, rng);
+  Matrix<float> t(45, 70);
+  cpu::transpose<float>(a.view(), t.view());
+  CHECK(as_eigen(t) == as_eigen(a).transpose());
+  Matrix<float> wrong(44, 70);
+  CHECK_THROWS_WITH_AS(cpu::transpose<float>(a.view(), wrong.view()),
+                       doctest::Contains("src has shape (70, 45) but dst has shape (44, 70)"), Error);
 }
