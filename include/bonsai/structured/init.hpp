@@ -51,29 +51,40 @@ void ortho_matrix(const MatrixView<T, Host>& a, Rng& rng, double stddev) {
 
 }  // namespace detail
 
+// ---- every weight matrix of a map --------------------------------------------------------
+
+/// Calls f(matrix view) for every weight matrix of a bound map, in parameter order: Dense's
+/// weight, LowRank's V then U, each block of a BlockDiag, the factors of a product in
+/// application order.
+template <class T, index_t I, index_t O, class F>
+void for_each_weight_matrix(const Dense<T, I, O>& f, F&& fn) {
+  detail::require_bound(f, "initialiser");
+  fn(f.weight());
+}
+template <class T, index_t I, index_t O, class F>
+void for_each_weight_matrix(const LowRank<T, I, O>& f, F&& fn) {
+  detail::require_bound(f, "initialiser");
+  fn(f.v());
+  fn(f.u());
+}
+template <class T, index_t I, index_t O, class F>
+void for_each_weight_matrix(const BlockDiag<T, I, O>& f, F&& fn) {
+  detail::require_bound(f, "initialiser");
+  for (index_t i = 0; i < f.blocks(); ++i) fn(f.block(i));
+}
+template <index_t N, class F>
+void for_each_weight_matrix(const Shuffle<N>&, F&&) {}
+template <class... Fs, class F>
+void for_each_weight_matrix(const Product<Fs...>& p, F&& fn) {
+  p.for_each_applied([&](std::size_t, const auto& f) { for_each_weight_matrix(f, fn); });
+}
+
 // ---- init_normal ---------------------------------------------------------------------------
 
-template <class T, index_t I, index_t O>
-void init_normal(const Dense<T, I, O>& f, Rng& rng, double stddev = default_init_std) {
-  detail::require_bound(f, "init_normal");
-  detail::fill_normal_matrix(f.weight(), rng, stddev);
-}
-template <class T, index_t I, index_t O>
-void init_normal(const LowRank<T, I, O>& f, Rng& rng, double stddev = default_init_std) {
-  detail::require_bound(f, "init_normal");
-  detail::fill_normal_matrix(f.v(), rng, stddev);
-  detail::fill_normal_matrix(f.u(), rng, stddev);
-}
-template <class T, index_t I, index_t O>
-void init_normal(const BlockDiag<T, I, O>& f, Rng& rng, double stddev = default_init_std) {
-  detail::require_bound(f, "init_normal");
-  for (index_t i = 0; i < f.blocks(); ++i) detail::fill_normal_matrix(f.block(i), rng, stddev);
-}
-template <index_t N>
-void init_normal(const Shuffle<N>&, Rng&, double = default_init_std) {}
-template <class... Fs>
-void init_normal(const Product<Fs...>& p, Rng& rng, double stddev = default_init_std) {
-  p.for_each_applied([&](std::size_t, const auto& f) { init_normal(f, rng, stddev); });
+/// Every weight ~ N(0, std^2).
+template <LinearMap M>
+void init_normal(const M& map, Rng& rng, double stddev = default_init_std) {
+  for_each_weight_matrix(map, [&](const auto& w) { detail::fill_normal_matrix(w, rng, stddev); });
 }
 
 // ---- init_svd ------------------------------------------------------------------------------
@@ -82,7 +93,7 @@ void init_normal(const Product<Fs...>& p, Rng& rng, double stddev = default_init
 /// singular values of U and of V both equal sqrt(S_R).
 template <class T, index_t I, index_t O>
 void init_svd(const LowRank<T, I, O>& f, Rng& rng, double stddev = default_init_std) {
-  detail::require_bound(f, "init_svd");
+  detail::require_bound(f, "initialiser");
   Matrix<T> w0(f.out_features(), f.in_features());  // (out, in)
   detail::fill_normal_matrix(w0.view(), rng, stddev);
   Eigen::BDCSVD<EigenRowMajor<T>> svd(as_eigen(w0), Eigen::ComputeThinU | Eigen::ComputeThinV);
@@ -94,27 +105,11 @@ void init_svd(const LowRank<T, I, O>& f, Rng& rng, double stddev = default_init_
 
 // ---- init_ortho ----------------------------------------------------------------------------
 
-template <class T, index_t I, index_t O>
-void init_ortho(const Dense<T, I, O>& f, Rng& rng, double stddev = default_init_std) {
-  detail::require_bound(f, "init_ortho");
-  detail::ortho_matrix(f.weight(), rng, stddev);
-}
-template <class T, index_t I, index_t O>
-void init_ortho(const LowRank<T, I, O>& f, Rng& rng, double stddev = default_init_std) {
-  detail::require_bound(f, "init_ortho");
-  detail::ortho_matrix(f.v(), rng, stddev);
-  detail::ortho_matrix(f.u(), rng, stddev);
-}
-template <class T, index_t I, index_t O>
-void init_ortho(const BlockDiag<T, I, O>& f, Rng& rng, double stddev = default_init_std) {
-  detail::require_bound(f, "init_ortho");
-  for (index_t i = 0; i < f.blocks(); ++i) detail::ortho_matrix(f.block(i), rng, stddev);
-}
-template <index_t N>
-void init_ortho(const Shuffle<N>&, Rng&, double = default_init_std) {}
-template <class... Fs>
-void init_ortho(const Product<Fs...>& p, Rng& rng, double stddev = default_init_std) {
-  p.for_each_applied([&](std::size_t, const auto& f) { init_ortho(f, rng, stddev); });
+/// Every weight matrix (each block, each dense factor) drawn N(0, std^2), then replaced by its
+/// orthogonal polar factor.
+template <LinearMap M>
+void init_ortho(const M& map, Rng& rng, double stddev = default_init_std) {
+  for_each_weight_matrix(map, [&](const auto& w) { detail::ortho_matrix(w, rng, stddev); });
 }
 
 // ---- the paper's default per type ---------------------------------------------------------
