@@ -19,15 +19,6 @@ inline int max_threads() noexcept {
 #endif
 }
 
-/// Index of the calling thread inside a parallel region (0 outside).
-inline int thread_index() noexcept {
-#if defined(_OPENMP)
-  return omp_get_thread_num();
-#else
-  return 0;
-#endif
-}
-
 /// Sets the thread count for later parallel regions (Eigen's and oneDNN's GEMMs included).
 inline void set_threads(int n) noexcept {
 #if defined(_OPENMP)

@@ -52,9 +52,6 @@ class Rng {
     return mean + stddev * r * std::cos(theta);
   }
 
-  /// An independent stream derived from this one (for per-parameter or per-rank streams).
-  Rng split() noexcept { return Rng(next_u64()); }
-
  private:
   static std::uint64_t rotl(std::uint64_t x, int k) noexcept { return (x << k) | (x >> (64 - k)); }
   static std::uint64_t splitmix64(std::uint64_t& x) noexcept {
@@ -75,14 +72,6 @@ void fill_normal(const TensorView<T, Rank, Host>& v, Rng& rng, double mean = 0.0
                  double stddev = 1.0) {
   BONSAI_CHECK(v.is_contiguous(), "fill_normal needs a contiguous view");
   for (index_t i = 0, n = v.size(); i < n; ++i) v.data()[i] = static_cast<T>(rng.normal(mean, stddev));
-}
-
-/// Fills a host view with U[lo, hi) draws, in row-major order.
-template <class T, int Rank>
-void fill_uniform(const TensorView<T, Rank, Host>& v, Rng& rng, double lo = -1.0,
-                  double hi = 1.0) {
-  BONSAI_CHECK(v.is_contiguous(), "fill_uniform needs a contiguous view");
-  for (index_t i = 0, n = v.size(); i < n; ++i) v.data()[i] = static_cast<T>(rng.uniform(lo, hi));
 }
 
 }  // namespace bonsai
