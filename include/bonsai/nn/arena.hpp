@@ -1,0 +1,111 @@
+// bonsai/nn/arena.hpp — ParamArena<T>: every parameter of a model in one contiguous buffer, each
+// a named slice ("h.3.mlp.up.U"), with a gradient buffer of the same layout. Layers register
+// their parameters while the model is laid out (add), the arena allocates once (allocate), and
+// layers then point into it. The optimizer state mirrors the arena slot for slot; checkpoints
+// write it tensor by tensor; data-parallel training all-reduces grads() in one call.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "../core/tensor.hpp"
+#include "../structured/map.hpp"
+
+namespace bonsai {
+
+/// One named parameter: its shape and where it lives in the arena.
+struct ParamSlot {
+  std::string name;
+  std::vector<index_t> shape;
+  index_t offset = 0;  // in elements from the start of the arena
+  index_t size() const {
+    index_t n = 1;
+    for (index_t e : shape) n *= e;
+    return n;
+  }
+  /// AdamW decays matrices (rank >= 2: weights and embeddings), never biases or norm gains.
+  bool decays() const { return shape.size() >= 2; }
+};
+
+template <class T>
+class ParamArena {
+ public:
+  using value_type = T;
+
+  /// Registers a parameter and returns its offset. Names must be unique; only before allocate().
+  index_t add(std::string name, std::vector<index_t> shape) {
+    BONSAI_CHECK(!allocated(), "ParamArena: cannot add '", name, "' after allocate()");
+    BONSAI_CHECK(!m_index.contains(name), "ParamArena: duplicate parameter name '", name, "'");
+    for (index_t e : shape) BONSAI_CHECK(e > 0, "ParamArena: '", name, "' has an extent ", e);
+    ParamSlot s{std::move(name), std::move(shape), m_size};
+    m_size += s.size();
+    m_index.emplace(s.name, m_slots.size());
+    m_slots.push_back(std::move(s));
+    return m_slots.back().offset;
+  }
+
+  /// Registers every parameter of a structured map under `prefix` ("h.3.mlp.up." + "U"); they
+  /// are consecutive, so the map binds at the returned offset.
+  template <LinearMap M>
+  index_t add_map(const std::string& prefix, const M& map) {
+    index_t first = m_size;
+    for (const ParamInfo& p : map.parameters()) add(prefix + p.name, p.shape);
+    return first;
+  }
+
+  /// Allocates values and gradients, both zeroed.
+  void allocate() {
+    BONSAI_CHECK(!allocated(), "ParamArena: allocate() called twice");
+    m_values = Vector<T>(m_size);
+    m_grads = Vector<T>(m_size);
+    m_allocated = true;
+  }
+  bool allocated() const noexcept { return m_allocated; }
+
+  /// Total number of scalars.
+  index_t size() const noexcept { return m_size; }
+  const std::vector<ParamSlot>& slots() const noexcept { return m_slots; }
+  const ParamSlot* find(std::string_view name) const {
+    auto it = m_index.find(std::string(name));
+    return it == m_index.end() ? nullptr : &m_slots[it->second];
+  }
+  const ParamSlot& slot(std::string_view name) const {
+    const ParamSlot* s = find(name);
+    BONSAI_CHECK(s != nullptr, "ParamArena: no parameter named '", name, "'");
+    return *s;
+  }
+
+  T* values() noexcept { return m_values.data(); }
+  const T* values() const noexcept { return m_values.data(); }
+  T* grads() noexcept { return m_grads.data(); }
+  const T* grads() const noexcept { return m_grads.data(); }
+  /// (size,) views of all values / all gradients.
+  VectorView<T> values_view() noexcept { return m_values.view(); }
+  VectorView<T> grads_view() noexcept { return m_grads.view(); }
+
+  /// (size of the slot,) flat views of one parameter and its gradient.
+  VectorView<T> value(std::string_view name) { return flat(values(), slot(name)); }
+  VectorView<T> grad(std::string_view name) { return flat(grads(), slot(name)); }
+  VectorView<T> value(const ParamSlot& s) { return flat(values(), s); }
+  VectorView<T> grad(const ParamSlot& s) { return flat(grads(), s); }
+
+  void zero_grads() noexcept {
+    if (m_size) std::memset(m_grads.data(), 0, sizeof(T) * m_size);
+  }
+
+ private:
+  VectorView<T> flat(T* base, const ParamSlot& s) {
+    BONSAI_CHECK(allocated(), "ParamArena: not allocated");
+    return VectorView<T>(base + s.offset, {s.size()});
+  }
+
+  std::vector<ParamSlot> m_slots;
+  std::unordered_map<std::string, std::size_t> m_index;
+  index_t m_size = 0;
+  bool m_allocated = false;
+  Vector<T> m_values, m_grads;
+};
+
+}  // namespace bonsai

@@ -1,0 +1,112 @@
+// bonsai/nn/config.hpp — GptConfig: everything that fixes a GPT-style model's shape. GPT-2 is
+// the default (LayerNorm, learned positions, tanh-GELU FFN, dense everywhere); the Llama-style
+// options (RMSNorm, rotary positions, SwiGLU) and the structured FFNs are switches on it.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "../core/error.hpp"
+
+namespace bonsai {
+
+enum class NormKind { layernorm, rmsnorm };
+enum class PosKind { learned, rope };
+enum class ActKind { gelu, swiglu };
+enum class FfnKind { dense, lowrank, blockdense, blockshuffle };
+
+struct GptConfig {
+  index_t vocab_size = 50257;
+  index_t max_seq_len = 1024;
+  index_t n_layer = 12;
+  index_t d_model = 768;
+  index_t n_head = 12;      // query heads
+  index_t n_kv_head = 0;    // key/value heads (grouped-query attention); 0 means n_head
+  index_t attn_dim = 0;     // n_head * head_dim; 0 means d_model
+  index_t ffn_dim = 0;      // FFN hidden width; 0 means 4 * d_model
+  NormKind norm = NormKind::layernorm;
+  PosKind pos = PosKind::learned;
+  ActKind act = ActKind::gelu;
+  FfnKind ffn = FfnKind::dense;
+  index_t rank = 0;          // LowRank / BlockDense rank
+  index_t blocks = 0;        // BlockDense / BlockShuffle blocks
+  bool dense_first_ffn = true;  // keep layer 0's FFN dense (the paper's default)
+  double norm_eps = 1e-5;
+  double rope_base = 10000.0;
+  double init_std = 0.02;
+
+  index_t kv_heads() const { return n_kv_head ? n_kv_head : n_head; }
+  index_t attention_width() const { return attn_dim ? attn_dim : d_model; }
+  index_t head_dim() const { return attention_width() / n_head; }
+  index_t kv_width() const { return kv_heads() * head_dim(); }
+  index_t ffn_width() const { return ffn_dim ? ffn_dim : 4 * d_model; }
+  /// Whether layer `l`'s FFN uses the configured structure (else it is dense).
+  bool structured_ffn(index_t l) const {
+    return ffn != FfnKind::dense && !(dense_first_ffn && l == 0);
+  }
+
+  /// Throws bonsai::Error naming the first inconsistent field.
+  void validate() const {
+    auto positive = [](const char* what, index_t v) {
+      BONSAI_CHECK(v > 0, "GptConfig: ", what, " must be positive, got ", v);
+    };
+    positive("vocab_size", vocab_size);
+    positive("max_seq_len", max_seq_len);
+    positive("n_layer", n_layer);
+    positive("d_model", d_model);
+    positive("n_head", n_head);
+    BONSAI_CHECK(n_kv_head >= 0 && attn_dim >= 0 && ffn_dim >= 0,
+                 "GptConfig: n_kv_head, attn_dim and ffn_dim must be >= 0 (0 = default)");
+    BONSAI_CHECK(attention_width() % n_head == 0, "GptConfig: attention width ",
+                 attention_width(), " is not divisible by n_head = ", n_head);
+    BONSAI_CHECK(n_head % kv_heads() == 0, "GptConfig: n_head = ", n_head,
+                 " is not a multiple of n_kv_head = ", kv_heads());
+    BONSAI_CHECK(pos != PosKind::rope || head_dim() % 2 == 0,
+                 "GptConfig: rotary embeddings need an even head dimension, got ", head_dim());
+    if (ffn == FfnKind::lowrank || ffn == FfnKind::blockdense) positive("rank", rank);
+    if (ffn == FfnKind::blockdense || ffn == FfnKind::blockshuffle) positive("blocks", blocks);
+  }
+};
+
+inline const char* to_string(NormKind k) { return k == NormKind::layernorm ? "layernorm" : "rmsnorm"; }
+inline const char* to_string(PosKind k) { return k == PosKind::learned ? "learned" : "rope"; }
+inline const char* to_string(ActKind k) { return k == ActKind::gelu ? "gelu" : "swiglu"; }
+inline const char* to_string(FfnKind k) {
+  switch (k) {
+    case FfnKind::dense: return "dense";
+    case FfnKind::lowrank: return "lowrank";
+    case FfnKind::blockdense: return "blockdense";
+    case FfnKind::blockshuffle: return "blockshuffle";
+  }
+  return "?";
+}
+
+namespace detail {
+template <class E, std::size_t N>
+E parse_kind(std::string_view s, const char* what, const E (&values)[N]) {
+  std::string options;
+  for (E v : values) {
+    if (s == to_string(v)) return v;
+    options += options.empty() ? "" : "|";
+    options += to_string(v);
+  }
+  fail("unknown ", what, " '", s, "' (expected ", options, ")");
+}
+}  // namespace detail
+
+inline NormKind parse_norm(std::string_view s) {
+  return detail::parse_kind(s, "norm", {NormKind::layernorm, NormKind::rmsnorm});
+}
+inline PosKind parse_pos(std::string_view s) {
+  return detail::parse_kind(s, "position embedding", {PosKind::learned, PosKind::rope});
+}
+inline ActKind parse_act(std::string_view s) {
+  return detail::parse_kind(s, "activation", {ActKind::gelu, ActKind::swiglu});
+}
+inline FfnKind parse_ffn(std::string_view s) {
+  return detail::parse_kind(
+      s, "FFN structure",
+      {FfnKind::dense, FfnKind::lowrank, FfnKind::blockdense, FfnKind::blockshuffle});
+}
+
+}  // namespace bonsai
