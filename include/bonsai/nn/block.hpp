@@ -1,0 +1,81 @@
+// bonsai/nn/block.hpp — Block<Up, Down>: one pre-norm transformer layer on the residual stream,
+//   r = x + Attention(Norm_1(x)),   y = r + Mlp<Up, Down>(Norm_2(r)),
+// with parameters "<prefix>ln_1.*", "attn.*", "ln_2.*", "mlp.*". Backward runs on the residual
+// gradient in place: given dL/dy it leaves dL/dx in the same buffer.
+#pragma once
+
+#include <string>
+
+#include "attention.hpp"
+#include "mlp.hpp"
+#include "norm.hpp"
+
+namespace bonsai {
+
+template <class Up, class Down>
+class Block {
+ public:
+  using T = scalar_of<Up>;
+  using MlpType = Mlp<Up, Down>;
+
+  struct Context {
+    typename Norm<T>::Context ln_1, ln_2;
+    typename Attention<T>::Context attn;
+    typename MlpType::Context mlp;
+    Workspace<T> a, r, m, tmp;  // (N, d): Norm_1(x), the mid residual, Norm_2(r), a branch
+  };
+
+  Block(const GptConfig& c, const MlpType& mlp)
+      : m_ln_1(c.norm, c.d_model, c.norm_eps), m_ln_2(c.norm, c.d_model, c.norm_eps),
+        m_attn(c), m_mlp(mlp) {}
+
+  void declare(ParamArena<T>& arena, const std::string& prefix) {
+    m_ln_1.declare(arena, prefix + "ln_1.");
+    m_attn.declare(arena, prefix + "attn.");
+    m_ln_2.declare(arena, prefix + "ln_2.");
+    m_mlp.declare(arena, prefix + "mlp.");
+  }
+  void init(ParamArena<T>& arena, Rng& rng, double stddev, double proj_std) const {
+    m_ln_1.init(arena);
+    m_attn.init(arena, rng, stddev, proj_std);
+    m_ln_2.init(arena);
+    m_mlp.init(arena, rng, stddev, proj_std);
+  }
+
+  /// y = block(x): x, y (B*T, d); x must stay unchanged until backward.
+  void forward(ParamArena<T>& arena, Context& ctx, const MatrixView<const T, Host>& x,
+               const MatrixView<T, Host>& y, index_t batch, index_t seq) const {
+    const index_t n = x.rows(), d = x.cols();
+    const auto a = ctx.a.matrix(n, d), r = ctx.r.matrix(n, d), m = ctx.m.matrix(n, d);
+    const auto branch = ctx.tmp.matrix(n, d);  // (N, d)
+    m_ln_1.forward(arena, ctx.ln_1, x, a);
+    m_attn.forward(arena, ctx.attn, MatrixView<const T, Host>(a), branch, batch, seq);
+    as_eigen(r) = as_eigen(x) + as_eigen(branch);
+    m_ln_2.forward(arena, ctx.ln_2, MatrixView<const T, Host>(r), m);
+    m_mlp.forward(arena, ctx.mlp, MatrixView<const T, Host>(m), branch);
+    as_eigen(y) = as_eigen(r) + as_eigen(branch);
+  }
+
+  /// dres (B*T, d): dL/dy on entry, dL/dx on return; parameter gradients +=.
+  void backward(ParamArena<T>& arena, Context& ctx, const MatrixView<T, Host>& dres) const {
+    const index_t n = dres.rows(), d = dres.cols();
+    const auto branch = ctx.tmp.matrix(n, d);  // (N, d)
+    m_mlp.backward(arena, ctx.mlp, MatrixView<const T, Host>(dres), branch);
+    m_ln_2.backward(arena, ctx.ln_2, MatrixView<const T, Host>(branch), dres, /*accumulate=*/true);
+    m_attn.backward(arena, ctx.attn, MatrixView<const T, Host>(dres), branch);
+    m_ln_1.backward(arena, ctx.ln_1, MatrixView<const T, Host>(branch), dres, /*accumulate=*/true);
+  }
+
+  index_t flops(index_t batch, index_t seq) const {
+    return m_attn.flops(batch, seq) + m_mlp.flops(batch * seq);
+  }
+  const MlpType& mlp() const noexcept { return m_mlp; }
+  const Attention<T>& attention() const noexcept { return m_attn; }
+
+ private:
+  Norm<T> m_ln_1, m_ln_2;
+  Attention<T> m_attn;
+  MlpType m_mlp;
+};
+
+}  // namespace bonsai

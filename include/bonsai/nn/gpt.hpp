@@ -1,0 +1,192 @@
+// bonsai/nn/gpt.hpp — Gpt<Up, Down>: a decoder-only language model assembled from bonsai's
+// layers, logits = Norm_f(Block_L(... Block_1(Embedding(tokens)))) wte^T (the head is tied to
+// the token table), trained with the mean softmax cross-entropy of next-token targets. Layers
+// use FFN maps Up / Down, except layer 0, which stays dense when config.dense_first_ffn is set.
+// All parameters live in one ParamArena; forward(ctx, ...) saves what backward(ctx) needs.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "../backend/cpu/cross_entropy.hpp"
+#include "block.hpp"
+#include "embedding.hpp"
+
+namespace bonsai {
+
+/// One micro-batch of token ids: inputs and next-token targets, both (batch, seq) row-major.
+/// A target of -1 is ignored by the loss.
+struct TokenBatch {
+  const std::int32_t* inputs = nullptr;   // (B, T)
+  const std::int32_t* targets = nullptr;  // (B, T), or null for logits only
+  index_t batch = 0, seq = 0;
+  index_t tokens() const noexcept { return batch * seq; }
+};
+
+template <class Up, class Down>
+class Gpt {
+ public:
+  using T = scalar_of<Up>;
+  using DenseBlock = Block<Dense<T>, Dense<T>>;
+  using FfnBlock = Block<Up, Down>;
+
+  struct Context {
+    std::optional<typename DenseBlock::Context> first;  // layer 0 when it stays dense
+    std::vector<typename FfnBlock::Context> blocks;
+    std::vector<Workspace<T>> res;  // L + 1 residual streams (N, d)
+    typename Norm<T>::Context ln_f;
+    Workspace<T> xf;      // (N, d) Norm_f output
+    Workspace<T> logits;  // (N, V), overwritten by d(loss)/d(logits) when training
+    Workspace<T> dres;    // (N, d)
+    std::vector<std::int32_t> inputs;  // (B, T), kept for the embedding's backward
+    index_t batch = 0, seq = 0;
+    bool has_grad = false;
+  };
+
+  explicit Gpt(const GptConfig& config)
+      : m_config((config.validate(), config)),
+        m_embed(config.vocab_size, config.d_model, config.max_seq_len,
+                config.pos == PosKind::learned),
+        m_ln_f(config.norm, config.d_model, config.norm_eps) {
+    const index_t d = config.d_model, f = config.ffn_width();
+    m_embed.declare(m_arena);
+    for (index_t l = 0; l < config.n_layer; ++l) {
+      const std::string prefix = "h." + std::to_string(l) + ".";
+      if (l == 0 && has_dense_first()) {
+        m_first.emplace(config, typename DenseBlock::MlpType(Dense<T>(d, f), Dense<T>(f, d), config.act));
+        m_first->declare(m_arena, prefix);
+      } else {
+        m_blocks.emplace_back(config, typename FfnBlock::MlpType(FfnMap<Up>::make(d, f, config),
+                                                                 FfnMap<Down>::make(f, d, config),
+                                                                 config.act));
+        m_blocks.back().declare(m_arena, prefix);
+      }
+    }
+    m_ln_f.declare(m_arena, "ln_f.");
+    m_arena.allocate();
+  }
+
+  /// GPT-2's initialisation: weights and embeddings N(0, std^2), residual projections
+  /// (attn.proj, a dense mlp.down) N(0, std^2 / (2 L)), biases 0, norm gains 1; structured FFN
+  /// maps use the paper's default (SVD for LowRank, orthogonal factors otherwise).
+  void init(Rng& rng) {
+    const double std0 = m_config.init_std;
+    const double proj = std0 / std::sqrt(2.0 * double(m_config.n_layer));
+    m_embed.init(m_arena, rng, std0);
+    if (m_first) m_first->init(m_arena, rng, std0, proj);
+    for (const auto& b : m_blocks) b.init(m_arena, rng, std0, proj);
+    m_ln_f.init(m_arena);
+  }
+
+  /// Runs the model on a micro-batch and returns the mean cross-entropy over its targets (NaN
+  /// when there are none). With `grad_scale` > 0 it also prepares backward for the loss
+  /// grad_scale * mean loss (grad_scale = 1 / accumulation steps averages micro-batches) and
+  /// already adds the head's share of d(wte).
+  double forward(Context& ctx, const TokenBatch& b, T grad_scale = T(0)) {
+    forward_trunk(ctx, b);
+    const index_t n = b.tokens(), v = m_config.vocab_size;
+    const auto xf = ctx.xf.matrix(n, m_config.d_model);
+    const auto logits = ctx.logits.matrix(n, v);  // (N, V)
+    const auto wte = m_embed.wte(m_arena);
+    cpu::gemm(T(1), MatrixView<const T, Host>(xf), cpu::Op::N, MatrixView<const T, Host>(wte),
+              cpu::Op::T, T(0), logits);
+    if (!b.targets) return std::nan("");
+    index_t valid = 0;
+    for (index_t i = 0; i < n; ++i) valid += b.targets[i] >= 0;
+    const bool grad = grad_scale > T(0);
+    const T scale = valid ? grad_scale / T(valid) : T(0);
+    const double sum = cpu::softmax_cross_entropy(logits, b.targets, grad, scale);
+    ctx.has_grad = grad;
+    if (grad) {
+      // d(xf) = dlogits wte (N, d) into dres; d(wte) += dlogits^T xf (V, d).
+      const auto dres = ctx.dres.matrix(n, m_config.d_model);
+      cpu::gemm(T(1), MatrixView<const T, Host>(logits), cpu::Op::N,
+                MatrixView<const T, Host>(wte), cpu::Op::N, T(0), dres);
+      cpu::gemm(T(1), MatrixView<const T, Host>(logits), cpu::Op::T,
+                MatrixView<const T, Host>(xf), cpu::Op::N, T(1), m_embed.dwte(m_arena));
+    }
+    return valid ? sum / double(valid) : std::nan("");
+  }
+
+  /// Adds d(grad_scale * loss)/d(parameters) to the arena's gradients.
+  void backward(Context& ctx) {
+    BONSAI_CHECK(ctx.has_grad, "Gpt::backward: the last forward was not asked for gradients "
+                               "(pass grad_scale > 0)");
+    ctx.has_grad = false;
+    const index_t n = ctx.batch * ctx.seq, d = m_config.d_model;
+    const auto dres = ctx.dres.matrix(n, d);  // (N, d): d(xf) on entry
+    const auto dxf = ctx.xf.matrix(n, d);     // reuse: xf is no longer needed
+    std::copy(dres.data(), dres.data() + n * d, dxf.data());
+    m_ln_f.backward(m_arena, ctx.ln_f, MatrixView<const T, Host>(dxf), dres, /*accumulate=*/false);
+    for (index_t i = index_t(m_blocks.size()) - 1; i >= 0; --i)
+      m_blocks[i].backward(m_arena, ctx.blocks[i], dres);
+    if (m_first) m_first->backward(m_arena, *ctx.first, dres);
+    m_embed.backward(m_arena, ctx.inputs.data(), ctx.batch, ctx.seq, MatrixView<const T, Host>(dres));
+  }
+
+  /// The logits (N, V) of the last forward (before a training forward turned them into
+  /// gradients).
+  MatrixView<T, Host> logits(Context& ctx) const {
+    return ctx.logits.matrix(ctx.batch * ctx.seq, m_config.vocab_size);
+  }
+
+  ParamArena<T>& arena() noexcept { return m_arena; }
+  const ParamArena<T>& arena() const noexcept { return m_arena; }
+  const GptConfig& config() const noexcept { return m_config; }
+  index_t param_count() const noexcept { return m_arena.size(); }
+
+  /// Forward FLOPs of one micro-batch (GEMMs and attention products; training is ~3x).
+  index_t flops(index_t batch, index_t seq) const {
+    index_t total = 2 * batch * seq * m_config.d_model * m_config.vocab_size;  // head
+    if (m_first) total += m_first->flops(batch, seq);
+    for (const auto& b : m_blocks) total += b.flops(batch, seq);
+    return total;
+  }
+
+  const std::optional<DenseBlock>& first_block() const noexcept { return m_first; }
+  const std::vector<FfnBlock>& blocks() const noexcept { return m_blocks; }
+  const Embedding<T>& embedding() const noexcept { return m_embed; }
+  const Norm<T>& final_norm() const noexcept { return m_ln_f; }
+
+ private:
+  bool has_dense_first() const {
+    return !std::is_same_v<FfnBlock, DenseBlock> && m_config.dense_first_ffn;
+  }
+
+  void forward_trunk(Context& ctx, const TokenBatch& b) {
+    BONSAI_CHECK(b.inputs && b.batch > 0 && b.seq > 0, "Gpt::forward: empty batch");
+    BONSAI_CHECK(b.seq <= m_config.max_seq_len, "Gpt::forward: sequence length ", b.seq,
+                 " exceeds the model's max_seq_len ", m_config.max_seq_len);
+    const index_t n = b.tokens(), d = m_config.d_model, layers = m_config.n_layer;
+    ctx.batch = b.batch;
+    ctx.seq = b.seq;
+    ctx.has_grad = false;
+    ctx.inputs.assign(b.inputs, b.inputs + n);
+    if (m_first && !ctx.first) ctx.first.emplace();
+    ctx.blocks.resize(m_blocks.size());
+    ctx.res.resize(layers + 1);
+    m_embed.forward(m_arena, b.inputs, b.batch, b.seq, 0, ctx.res[0].matrix(n, d));
+    index_t l = 0;
+    if (m_first) {
+      m_first->forward(m_arena, *ctx.first, MatrixView<const T, Host>(ctx.res[0].matrix(n, d)),
+                       ctx.res[1].matrix(n, d), b.batch, b.seq);
+      l = 1;
+    }
+    for (std::size_t i = 0; i < m_blocks.size(); ++i, ++l)
+      m_blocks[i].forward(m_arena, ctx.blocks[i], MatrixView<const T, Host>(ctx.res[l].matrix(n, d)),
+                          ctx.res[l + 1].matrix(n, d), b.batch, b.seq);
+    m_ln_f.forward(m_arena, ctx.ln_f, MatrixView<const T, Host>(ctx.res[layers].matrix(n, d)),
+                   ctx.xf.matrix(n, d));
+  }
+
+  GptConfig m_config;
+  ParamArena<T> m_arena;
+  Embedding<T> m_embed;
+  std::optional<DenseBlock> m_first;
+  std::vector<FfnBlock> m_blocks;
+  Norm<T> m_ln_f;
+};
+
+}  // namespace bonsai

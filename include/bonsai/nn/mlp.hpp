@@ -1,0 +1,152 @@
+// bonsai/nn/mlp.hpp — Mlp<Up, Down>: the feed-forward block with structured linear maps.
+//   gelu:    y = down(gelu_tanh(up(x) + b_up)) + b_down
+//   swiglu:  y = down(silu(gate(x) + b_gate) * (up(x) + b_up)) + b_down,  silu(u) = u sigmoid(u)
+// Up (d -> F, also the gate's type) and Down (F -> d) are any structured maps; their parameters
+// live in the arena as "<prefix>up.<name>", "<prefix>up.bias", "<prefix>gate.*", "<prefix>down.*".
+#pragma once
+
+#include <cmath>
+#include <string>
+
+#include "../backend/cpu.hpp"
+#include "arena.hpp"
+#include "config.hpp"
+#include "ffn_structure.hpp"
+
+namespace bonsai {
+
+template <class Up, class Down>
+class Mlp {
+  static_assert(std::is_same_v<scalar_of<Up>, scalar_of<Down>>,
+                "Mlp: the up and down maps must hold the same scalar type");
+
+ public:
+  using T = scalar_of<Up>;
+  using UpMap = Up;
+  using DownMap = Down;
+
+  struct Context {
+    bonsai::Context<Up, Host> up, gate;  // what the maps saved
+    bonsai::Context<Down, Host> down;
+    Workspace<T> u, g, h;  // (N, F): up(x) + b, gate(x) + b (swiglu), the activation
+    Workspace<T> dh, du, dg, dx2;  // gradients: (N, F) x 3, (N, d)
+  };
+
+  Mlp(const Up& up, const Down& down, ActKind act) : m_up(up), m_gate(up), m_down(down), m_act(act) {
+    BONSAI_CHECK(up.out_features() == down.in_features(), "Mlp: up maps to ",
+                 up.out_features(), " features but down takes ", down.in_features());
+    BONSAI_CHECK(up.in_features() == down.out_features(), "Mlp: up takes ", up.in_features(),
+                 " features but down returns ", down.out_features());
+  }
+
+  void declare(ParamArena<T>& arena, const std::string& prefix) {
+    m_up_off = arena.add_map(prefix + "up.", m_up);
+    m_up_bias = arena.add(prefix + "up.bias", {hidden()});
+    if (m_act == ActKind::swiglu) {
+      m_gate_off = arena.add_map(prefix + "gate.", m_gate);
+      m_gate_bias = arena.add(prefix + "gate.bias", {hidden()});
+    }
+    m_down_off = arena.add_map(prefix + "down.", m_down);
+    m_down_bias = arena.add(prefix + "down.bias", {width()});
+  }
+
+  /// Weights as the structure's default (dense: N(0, std^2), the down projection's std
+  /// `down_std`); biases 0.
+  void init(ParamArena<T>& arena, Rng& rng, double stddev, double down_std) const {
+    init_ffn_map(bind_values(arena, m_up, m_up_off), rng, stddev);
+    if (m_act == ActKind::swiglu) init_ffn_map(bind_values(arena, m_gate, m_gate_off), rng, stddev);
+    init_ffn_map(bind_values(arena, m_down, m_down_off), rng, down_std);
+  }
+
+  /// y = mlp(x): x, y (N, d).
+  void forward(ParamArena<T>& arena, Context& ctx, const MatrixView<const T, Host>& x,
+               const MatrixView<T, Host>& y) const {
+    const index_t n = x.rows(), f = hidden();
+    const auto h = ctx.h.matrix(n, f);  // (N, F)
+    if (m_act == ActKind::gelu) {
+      bonsai::forward(bind_values(arena, m_up, m_up_off), x, h, ctx.up,
+                      epilogue::BiasGelu<T>{bias(arena, m_up_bias, f)});
+    } else {
+      const auto u = ctx.u.matrix(n, f), g = ctx.g.matrix(n, f);  // (N, F)
+      bonsai::forward(bind_values(arena, m_up, m_up_off), x, u, ctx.up,
+                      epilogue::Bias<T>{bias(arena, m_up_bias, f)});
+      bonsai::forward(bind_values(arena, m_gate, m_gate_off), x, g, ctx.gate,
+                      epilogue::Bias<T>{bias(arena, m_gate_bias, f)});
+      parallel_for(n * f, [&](index_t i) {
+        const T a = g.data()[i];
+        h.data()[i] = a / (T(1) + std::exp(-a)) * u.data()[i];
+      });
+    }
+    bonsai::forward(bind_values(arena, m_down, m_down_off), MatrixView<const T, Host>(h), y,
+                    ctx.down, epilogue::Bias<T>{bias(arena, m_down_bias, width())});
+  }
+
+  /// dx = dL/dx (assigned) from dy (N, d); parameter gradients +=.
+  void backward(ParamArena<T>& arena, Context& ctx, const MatrixView<const T, Host>& dy,
+                const MatrixView<T, Host>& dx) const {
+    const index_t n = dy.rows(), f = hidden();
+    const auto dh = ctx.dh.matrix(n, f);  // (N, F)
+    bonsai::backward(bind_values(arena, m_down, m_down_off), ctx.down, dy, dh,
+                     bind_grads(arena, m_down, m_down_off),
+                     epilogue::Bias<T>{bias(arena, m_down_bias, width()),
+                                       dbias(arena, m_down_bias, width())});
+    if (m_act == ActKind::gelu) {
+      bonsai::backward(bind_values(arena, m_up, m_up_off), ctx.up, MatrixView<const T, Host>(dh),
+                       dx, bind_grads(arena, m_up, m_up_off),
+                       epilogue::BiasGelu<T>{bias(arena, m_up_bias, f), dbias(arena, m_up_bias, f)});
+      return;
+    }
+    const auto u = ctx.u.matrix(n, f), g = ctx.g.matrix(n, f);       // (N, F)
+    const auto du = ctx.du.matrix(n, f), dg = ctx.dg.matrix(n, f);   // (N, F)
+    parallel_for(n * f, [&](index_t i) {
+      const T a = g.data()[i], s = T(1) / (T(1) + std::exp(-a)), d = dh.data()[i];
+      du.data()[i] = d * a * s;
+      dg.data()[i] = d * u.data()[i] * s * (T(1) + a * (T(1) - s));
+    });
+    bonsai::backward(bind_values(arena, m_up, m_up_off), ctx.up, MatrixView<const T, Host>(du), dx,
+                     bind_grads(arena, m_up, m_up_off),
+                     epilogue::Bias<T>{bias(arena, m_up_bias, f), dbias(arena, m_up_bias, f)});
+    const auto dx2 = ctx.dx2.matrix(n, width());  // (N, d)
+    bonsai::backward(bind_values(arena, m_gate, m_gate_off), ctx.gate, MatrixView<const T, Host>(dg),
+                     dx2, bind_grads(arena, m_gate, m_gate_off),
+                     epilogue::Bias<T>{bias(arena, m_gate_bias, f), dbias(arena, m_gate_bias, f)});
+    as_eigen(dx) += as_eigen(dx2);
+  }
+
+  index_t width() const noexcept { return m_up.in_features(); }
+  index_t hidden() const noexcept { return m_up.out_features(); }
+  ActKind act() const noexcept { return m_act; }
+  /// Forward FLOPs for `tokens` tokens (GEMMs only).
+  index_t flops(index_t tokens) const {
+    return m_up.flops(tokens) * (m_act == ActKind::swiglu ? 2 : 1) + m_down.flops(tokens);
+  }
+  /// The maps bound to the arena's values (for inspection, merging and growth).
+  Up up(ParamArena<T>& arena) const { return bind_values(arena, m_up, m_up_off); }
+  Down down(ParamArena<T>& arena) const { return bind_values(arena, m_down, m_down_off); }
+
+ private:
+  template <class M>
+  static M bind_values(ParamArena<T>& arena, M map, index_t offset) {
+    map.bind(arena.values() + offset);
+    return map;
+  }
+  template <class M>
+  static M bind_grads(ParamArena<T>& arena, M map, index_t offset) {
+    map.bind(arena.grads() + offset);
+    return map;
+  }
+  static VectorView<const T> bias(ParamArena<T>& arena, index_t off, index_t n) {
+    return VectorView<const T>(arena.values() + off, {n});
+  }
+  static VectorView<T> dbias(ParamArena<T>& arena, index_t off, index_t n) {
+    return VectorView<T>(arena.grads() + off, {n});
+  }
+
+  Up m_up, m_gate;
+  Down m_down;
+  ActKind m_act = ActKind::gelu;
+  index_t m_up_off = 0, m_up_bias = 0, m_gate_off = 0, m_gate_bias = 0, m_down_off = 0,
+          m_down_bias = 0;
+};
+
+}  // namespace bonsai

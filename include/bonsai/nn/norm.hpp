@@ -1,0 +1,67 @@
+// bonsai/nn/norm.hpp — Norm<T>: the per-token normalisation of a block, LayerNorm
+// (x - mean) * rstd * w + b or RMSNorm x * rstd * w, chosen per model (GptConfig::norm).
+// Parameters "<prefix>weight" (C), initialised to 1, and "<prefix>bias" (C, LayerNorm only), 0.
+#pragma once
+
+#include <string>
+
+#include "../backend/cpu/norm.hpp"
+#include "arena.hpp"
+#include "config.hpp"
+
+namespace bonsai {
+
+template <class T>
+class Norm {
+ public:
+  struct Context {
+    MatrixView<const T, Host> x;  // (N, C), the caller's input, kept for backward
+    cpu::NormState<T> state;
+  };
+
+  Norm() = default;
+  Norm(NormKind kind, index_t width, double eps) : m_kind(kind), m_width(width), m_eps(T(eps)) {}
+
+  void declare(ParamArena<T>& arena, const std::string& prefix) {
+    m_w = arena.add(prefix + "weight", {m_width});
+    if (m_kind == NormKind::layernorm) m_b = arena.add(prefix + "bias", {m_width});
+  }
+  /// Sets the gains to 1 and the biases to 0.
+  void init(ParamArena<T>& arena) const {
+    std::fill_n(arena.values() + m_w, m_width, T(1));
+    if (m_kind == NormKind::layernorm) std::fill_n(arena.values() + m_b, m_width, T(0));
+  }
+
+  /// y = norm(x): x, y (N, C).
+  void forward(ParamArena<T>& arena, Context& ctx, const MatrixView<const T, Host>& x,
+               const MatrixView<T, Host>& y) const {
+    ctx.x = x;
+    const T* w = arena.values() + m_w;
+    if (m_kind == NormKind::layernorm)
+      cpu::layernorm_forward(x, w, arena.values() + m_b, y, m_eps, ctx.state);
+    else
+      cpu::rmsnorm_forward(x, w, y, m_eps, ctx.state);
+  }
+
+  /// dx += (or =) dL/dx from dy (N, C); parameter gradients +=.
+  void backward(ParamArena<T>& arena, Context& ctx, const MatrixView<const T, Host>& dy,
+                const MatrixView<T, Host>& dx, bool accumulate) const {
+    const T* w = arena.values() + m_w;
+    T* dw = arena.grads() + m_w;
+    if (m_kind == NormKind::layernorm)
+      cpu::layernorm_backward(dy, ctx.x, w, dx, dw, arena.grads() + m_b, accumulate, ctx.state);
+    else
+      cpu::rmsnorm_backward(dy, ctx.x, w, dx, dw, accumulate, ctx.state);
+  }
+
+  index_t width() const noexcept { return m_width; }
+  NormKind kind() const noexcept { return m_kind; }
+
+ private:
+  NormKind m_kind = NormKind::layernorm;
+  index_t m_width = 0;
+  T m_eps = T(1e-5);
+  index_t m_w = 0, m_b = 0;  // arena offsets
+};
+
+}  // namespace bonsai

@@ -1,0 +1,156 @@
+// bonsai/train/adamw.hpp — AdamW<T>: Adam with decoupled weight decay over a ParamArena, PyTorch
+// semantics. Per step t, with g = grad_scale * grad: p *= 1 - lr wd (decaying slots only), then
+// m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; p -= lr m^ / (sqrt(v^) + eps), with the bias
+// corrections m^ = m / (1 - b1^t), v^ = v / (1 - b2^t).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "../core/parallel.hpp"
+#include "../core/tensor.hpp"
+#include "../nn/arena.hpp"
+
+namespace bonsai {
+
+/// AdamW hyper-parameters; the learning rate is not here, the caller passes it to every step
+/// (see LrSchedule). The defaults are the usual GPT-2 recipe (nanoGPT; llm.c with -c 0.1). The
+/// Structured-FFN paper (Wei et al., 2024) trained with beta2 = 0.999 instead of 0.95.
+struct AdamWConfig {
+  double beta1 = 0.9;         // first-moment decay
+  double beta2 = 0.95;        // second-moment decay (the Structured-FFN paper: 0.999)
+  double eps = 1e-8;          // added to sqrt(v-hat)
+  double weight_decay = 0.1;  // decoupled; applied only to slots whose decays() is true
+};
+
+namespace detail {
+
+/// A run of consecutive arena elements that share a decay flag, at most adamw_chunk long: the
+/// unit of parallel work. Chunks depend only on the arena layout, never on the thread count.
+struct AdamWChunk {
+  index_t begin = 0, end = 0;
+  bool decays = false;
+};
+inline constexpr index_t adamw_chunk = index_t(1) << 15;
+
+}  // namespace detail
+
+template <class T>
+class AdamW {
+ public:
+  using value_type = T;
+
+  /// Zeroed moments mirroring `arena`'s layout; the decay flag of every slot is read here once.
+  explicit AdamW(const ParamArena<T>& arena, AdamWConfig config = {})
+      : m_config(config), m_m(arena.size()), m_v(arena.size()) {
+    BONSAI_CHECK(config.beta1 >= 0 && config.beta1 < 1, "AdamW: beta1 = ", config.beta1,
+                 " is outside [0, 1)");
+    BONSAI_CHECK(config.beta2 >= 0 && config.beta2 < 1, "AdamW: beta2 = ", config.beta2,
+                 " is outside [0, 1)");
+    BONSAI_CHECK(config.eps > 0, "AdamW: eps = ", config.eps, " must be positive");
+    BONSAI_CHECK(config.weight_decay >= 0, "AdamW: weight_decay = ", config.weight_decay,
+                 " is negative");
+    // Merge adjacent slots of the same kind into ranges, then cut the ranges into chunks.
+    std::vector<ParamSlot> sorted = arena.slots();
+    std::sort(sorted.begin(), sorted.end(),
+              [](const ParamSlot& a, const ParamSlot& b) { return a.offset < b.offset; });
+    std::vector<detail::AdamWChunk> ranges;
+    for (const ParamSlot& s : sorted) {
+      if (!ranges.empty() && ranges.back().end == s.offset && ranges.back().decays == s.decays())
+        ranges.back().end += s.size();
+      else
+        ranges.push_back({s.offset, s.offset + s.size(), s.decays()});
+    }
+    for (const detail::AdamWChunk& r : ranges)
+      for (index_t b = r.begin; b < r.end; b += detail::adamw_chunk)
+        m_chunks.push_back({b, std::min(b + detail::adamw_chunk, r.end), r.decays});
+  }
+
+  const AdamWConfig& config() const noexcept { return m_config; }
+  /// Number of scalars (the arena's size).
+  index_t size() const noexcept { return m_m.size(); }
+
+  /// One update of every parameter from arena.grads() * grad_scale (the scale folds in clipping
+  /// and the 1/micro-batches average; the gradients themselves are not modified). Deterministic:
+  /// purely elementwise, so the result does not depend on the thread count.
+  void step(ParamArena<T>& arena, double lr, double grad_scale = 1.0) {
+    BONSAI_CHECK(arena.allocated() && arena.size() == size(), "AdamW: the arena has ", arena.size(),
+                 " parameters", arena.allocated() ? "" : " (not allocated)",
+                 " but the optimizer state was made for ", size());
+    BONSAI_CHECK(std::isfinite(lr) && lr >= 0, "AdamW: learning rate ", lr,
+                 " must be finite and non-negative");
+    BONSAI_CHECK(std::isfinite(grad_scale), "AdamW: grad_scale ", grad_scale, " is not finite");
+    ++m_step;
+    const double bc1 = 1.0 - std::pow(m_config.beta1, double(m_step));
+    const double bc2 = 1.0 - std::pow(m_config.beta2, double(m_step));
+    const T b1 = T(m_config.beta1), c1 = T(1.0 - m_config.beta1);
+    const T b2 = T(m_config.beta2), c2 = T(1.0 - m_config.beta2);
+    const T eps = T(m_config.eps), scale = T(grad_scale);
+    const T step_size = T(lr / bc1), inv_sqrt_bc2 = T(1.0 / std::sqrt(bc2));
+    const T shrink = T(1.0 - lr * m_config.weight_decay);
+
+    T* p = arena.values();
+    const T* g = arena.grads();
+    T* m = m_m.data();
+    T* v = m_v.data();
+    const detail::AdamWChunk* chunks = m_chunks.data();
+    parallel_for(
+        index_t(m_chunks.size()),
+        [=](index_t c) {
+          const detail::AdamWChunk ch = chunks[c];
+          const T keep = ch.decays ? shrink : T(1);
+          for (index_t i = ch.begin; i < ch.end; ++i) {
+            const T gi = g[i] * scale;
+            const T mi = b1 * m[i] + c1 * gi;
+            const T vi = b2 * v[i] + c2 * gi * gi;
+            m[i] = mi;
+            v[i] = vi;
+            p[i] = p[i] * keep - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
+          }
+        },
+        detail::adamw_chunk);
+  }
+
+  /// Steps taken so far (t of the last update); set it when resuming from a checkpoint.
+  std::int64_t step_count() const noexcept { return m_step; }
+  void set_step_count(std::int64_t t) {
+    BONSAI_CHECK(t >= 0, "AdamW: step count ", t, " is negative");
+    m_step = t;
+  }
+
+  /// (size,) first and second moments in the arena's layout (exp_avg, exp_avg_sq), writable
+  /// so a checkpoint can restore them.
+  VectorView<T> m() noexcept { return m_m.view(); }
+  VectorView<T> v() noexcept { return m_v.view(); }
+  VectorView<const T> m() const noexcept { return m_m.view(); }
+  VectorView<const T> v() const noexcept { return m_v.view(); }
+  /// The moments of one parameter slot.
+  VectorView<T> m(const ParamSlot& s) { return flat(m_m.data(), s); }
+  VectorView<T> v(const ParamSlot& s) { return flat(m_v.data(), s); }
+
+  /// Zeroes the moments and the step count.
+  void reset() noexcept {
+    if (size()) {
+      std::memset(m_m.data(), 0, sizeof(T) * size());
+      std::memset(m_v.data(), 0, sizeof(T) * size());
+    }
+    m_step = 0;
+  }
+
+ private:
+  VectorView<T> flat(T* base, const ParamSlot& s) {
+    BONSAI_CHECK(s.offset >= 0 && s.offset + s.size() <= size(), "AdamW: slot '", s.name,
+                 "' lies outside the optimizer state of ", size(), " scalars");
+    return VectorView<T>(base + s.offset, {s.size()});
+  }
+
+  AdamWConfig m_config;
+  Vector<T> m_m, m_v;
+  std::vector<detail::AdamWChunk> m_chunks;
+  std::int64_t m_step = 0;
+};
+
+}  // namespace bonsai

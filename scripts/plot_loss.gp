@@ -1,0 +1,46 @@
+# scripts/plot_loss.gp — training loss (lines) and validation loss (points) against step for one
+# or several bonsai runs, read from each run directory's metrics.csv, drawn to a PNG.
+#
+#   gnuplot -e "runs='runs/a runs/b'; out='loss.png'" scripts/plot_loss.gp
+#
+# Variables (all optional except runs): out (default loss.png), logy=1 for a log-scale loss axis,
+# title, width and height in pixels (default 1000 x 600).
+# metrics.csv: step,loss,val_loss,lr,grad_norm,ms,tokens_per_s,gflops,val_ppl; a training row
+# leaves val_loss empty, a validation row leaves loss empty (empty fields are missing points).
+
+if (!exists("runs")) {
+  print "usage: gnuplot -e \"runs='runs/a runs/b'; out='loss.png'\" scripts/plot_loss.gp"
+  exit status 2
+}
+if (!exists("out")) out = "loss.png"
+if (!exists("logy")) logy = 0
+if (!exists("title")) title = "loss"
+if (!exists("width")) width = 1000
+if (!exists("height")) height = 600
+
+# pngcairo draws antialiased lines; the plain libgd png terminal is the fallback.
+if (strstrt(GPVAL_TERMINALS, "pngcairo") > 0) {
+  set terminal pngcairo size width, height enhanced font "sans,11"
+} else {
+  set terminal png size width, height
+}
+set output out
+
+set datafile separator comma
+set datafile missing ""
+set key top right
+set grid
+set title title noenhanced
+set xlabel "step"
+set ylabel "loss"
+if (logy) { set logscale y }
+
+file(i) = word(runs, i) . "/metrics.csv"
+name(i) = word(runs, i)
+
+# Columns by name, so the plot keeps working if columns are added at the end.
+plot for [i=1:words(runs)] file(i) using (column("step")):(column("loss")) \
+       with lines linecolor i linewidth 1.5 title name(i) noenhanced, \
+     for [i=1:words(runs)] file(i) using (column("step")):(column("val_loss")) \
+       with linespoints linecolor i dashtype 2 pointtype 7 pointsize 1.2 \
+       title name(i) . " (val)" noenhanced

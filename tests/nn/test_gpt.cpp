@@ -1,0 +1,144 @@
+// Whole-model checks of Gpt<Up, Down>: finite-difference gradients in double for every FFN
+// structure in GPT-2 and Llama style, parameter naming, and bad input.
+#include <doctest/doctest.h>
+
+#include <bonsai/bonsai.hpp>
+#include <bonsai/nn/gpt.hpp>
+#include <cmath>
+#include <set>
+
+using namespace bonsai;
+
+namespace {
+
+GptConfig tiny_config(FfnKind ffn, bool llama) {
+  GptConfig c;
+  c.vocab_size = 11;
+  c.max_seq_len = 8;
+  c.n_layer = 2;
+  c.d_model = 8;
+  c.n_head = 2;
+  c.ffn_dim = 16;
+  c.ffn = ffn;
+  c.rank = ffn == FfnKind::lowrank ? 3 : 4;
+  c.blocks = 2;
+  c.init_std = 0.3;  // large enough that every path carries gradient
+  if (llama) {
+    c.norm = NormKind::rmsnorm;
+    c.pos = PosKind::rope;
+    c.act = ActKind::swiglu;
+    c.n_head = 4;
+    c.n_kv_head = 2;
+    c.attn_dim = 8;
+    c.dense_first_ffn = false;
+  }
+  return c;
+}
+
+/// Compares d(loss)/d(theta) with central differences for every parameter of the model.
+template <class Up, class Down>
+void check_model_gradients(const GptConfig& config) {
+  Gpt<Up, Down> model(config);
+  Rng rng(42);
+  model.init(rng);
+  auto& arena = model.arena();
+  // Perturb norms and biases too, so their gradients are not trivially symmetric.
+  for (index_t i = 0; i < arena.size(); ++i) arena.values()[i] += 0.05 * rng.normal();
+
+  const index_t B = 2, T = 5;
+  std::vector<std::int32_t> in(B * T), tgt(B * T);
+  for (auto& t : in) t = std::int32_t(rng.uniform() * double(config.vocab_size));
+  for (auto& t : tgt) t = std::int32_t(rng.uniform() * double(config.vocab_size));
+  tgt[3] = -1;  // an ignored position
+  const TokenBatch batch{in.data(), tgt.data(), B, T};
+
+  typename Gpt<Up, Down>::Context ctx;
+  arena.zero_grads();
+  const double loss = model.forward(ctx, batch, 1.0);
+  model.backward(ctx);
+  CHECK(std::isfinite(loss));
+
+  const double h = 1e-6;
+  double worst = 0;
+  std::string worst_name;
+  for (const ParamSlot& s : arena.slots()) {
+    for (index_t k = 0; k < s.size(); ++k) {
+      double& p = arena.values()[s.offset + k];
+      const double saved = p;
+      p = saved + h;
+      const double lp = model.forward(ctx, batch);
+      p = saved - h;
+      const double lm = model.forward(ctx, batch);
+      p = saved;
+      const double fd = (lp - lm) / (2 * h);
+      const double an = arena.grads()[s.offset + k];
+      const double err = std::abs(fd - an) / std::max(1e-3, std::abs(fd) + std::abs(an));
+      if (err > worst) {
+        worst = err;
+        worst_name = s.name + "[" + std::to_string(k) + "]";
+      }
+    }
+  }
+  INFO("worst relative error at ", worst_name);
+  CHECK(worst < 1e-5);
+}
+
+template <class F>
+void for_each_structure(bool llama, F&& f) {
+  for (FfnKind k : {FfnKind::dense, FfnKind::lowrank, FfnKind::blockdense, FfnKind::blockshuffle}) {
+    const GptConfig c = tiny_config(k, llama);
+    with_ffn_structure<double>(c, [&](auto tag) {
+      using Map = typename decltype(tag)::type;
+      f(c, std::type_identity<Map>{});
+    });
+  }
+}
+
+}  // namespace
+
+TEST_CASE("gpt: finite-difference gradients, GPT-2 style, every FFN structure") {
+  for_each_structure(false, [](const GptConfig& c, auto tag) {
+    using Map = typename decltype(tag)::type;
+    CAPTURE(to_string(c.ffn));
+    check_model_gradients<Map, Map>(c);
+  });
+}
+
+TEST_CASE("gpt: finite-difference gradients, Llama style (RMSNorm, RoPE, SwiGLU, GQA)") {
+  for_each_structure(true, [](const GptConfig& c, auto tag) {
+    using Map = typename decltype(tag)::type;
+    CAPTURE(to_string(c.ffn));
+    check_model_gradients<Map, Map>(c);
+  });
+}
+
+TEST_CASE("gpt: parameter names follow the arena convention") {
+  GptConfig c = tiny_config(FfnKind::lowrank, false);
+  Gpt<LowRank<float>, LowRank<float>> model(c);
+  std::set<std::string> names;
+  for (const auto& s : model.arena().slots()) names.insert(s.name);
+  for (const char* n : {"wte", "wpe", "h.0.ln_1.weight", "h.0.ln_1.bias", "h.0.attn.qkv.weight",
+                        "h.0.attn.proj.bias", "h.0.mlp.up.weight", "h.0.mlp.down.weight",
+                        "h.1.mlp.up.V", "h.1.mlp.up.U", "h.1.mlp.up.bias", "h.1.mlp.down.U",
+                        "ln_f.weight", "ln_f.bias"})
+    CHECK_MESSAGE(names.count(n) == 1, n);
+  CHECK(model.arena().slot("h.1.mlp.up.V").shape == std::vector<index_t>{3, 8});
+  CHECK(model.arena().slot("h.0.attn.qkv.weight").shape == std::vector<index_t>{24, 8});
+}
+
+TEST_CASE("gpt: bad tokens and lengths are rejected with a message") {
+  GptConfig c = tiny_config(FfnKind::dense, false);
+  Gpt<Dense<float>, Dense<float>> model(c);
+  Rng rng(1);
+  model.init(rng);
+  Gpt<Dense<float>, Dense<float>>::Context ctx;
+  std::vector<std::int32_t> in(9, 1), tgt(9, 2);
+  CHECK_THROWS_AS(model.forward(ctx, TokenBatch{in.data(), tgt.data(), 1, 9}), Error);  // > max_seq_len
+  in[2] = 11;
+  CHECK_THROWS_WITH_AS(model.forward(ctx, TokenBatch{in.data(), tgt.data(), 1, 4}),
+                       doctest::Contains("outside the vocabulary"), Error);
+  in[2] = 1;
+  tgt[1] = 12;
+  CHECK_THROWS_AS(model.forward(ctx, TokenBatch{in.data(), tgt.data(), 1, 4}, 1.0f), Error);
+  CHECK_THROWS_AS(model.backward(ctx), Error);
+}
