@@ -1,17 +1,28 @@
 #!/usr/bin/env bash
-# Build the Release benchmarks and print the structured-FFN results as a Markdown table.
-# Extra arguments go to the benchmark, e.g. scripts/demo.sh --benchmark_filter=Monarch
+# The main demo: fetch the Brown corpus and GPT-2's tokenizer, tokenize the corpus into llm.c
+# shards, train a small GPT with a LowRank FFN (32% of the dense FFN's parameters) for a few
+# minutes on the CPU, then print the validation perplexity, a generated sample and draw the
+# loss curve to runs/demo/loss.png. Extra arguments go to train_gpt (e.g. --steps 50).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/deps.sh
-cmake --preset cpu-release -DBONSAI_BUILD_BENCHMARKS=ON
-cmake --build --preset cpu-release --parallel "$(nproc)" --target bench_structured_ffn
+bash scripts/fetch_data.sh
+cmake --preset cpu-release
+cmake --build --preset cpu-release --parallel "$(nproc)" --target prepare_data train_gpt generate
+bin=build/cpu-release/examples
 
-./build/cpu-release/bench/bench_structured_ffn \
-  --benchmark_out=build/bench_ffn.json --benchmark_out_format=json "$@"
+if [[ ! -f data/brown/gpt2/train_000000.bin ]]; then
+  "$bin/prepare_data" data/brown/brown.txt --tokenizer data/gpt2 --documents blank-line \
+    -o data/brown/gpt2
+fi
 
-# Debian's interpreter (the one deps.sh installs), not whatever python3 is first on PATH.
-python=/usr/bin/python3
-[[ -x "$python" ]] || python=python3
-"$python" scripts/bench_table.py build/bench_ffn.json
+rm -rf runs/demo
+"$bin/train_gpt" --train "data/brown/gpt2/train_*.bin" --val "data/brown/gpt2/val_*.bin" \
+  --tokenizer data/gpt2 --layers 6 --d-model 384 --heads 6 --seq-len 256 \
+  --ffn lowrank --ffn-params 0.32 --batch 8 --steps 150 --warmup 15 --lr 1e-3 \
+  --eval-every 50 --eval-batches 8 --ckpt-every 50 --sample-tokens 48 \
+  --prompt "The jury said" --out runs/demo "$@"
+
+gnuplot -e "runs='runs/demo'; out='runs/demo/loss.png'" scripts/plot_loss.gp
+echo "loss curve: runs/demo/loss.png; more samples: $bin/generate --ckpt runs/demo --prompt \"...\""

@@ -86,6 +86,21 @@ class Attention {
                                        vec(arena.grads(), m_qkv_bias, m_qkv.out_features())});
   }
 
+  /// Decoding: y (B*n, d) for n new tokens per sequence at positions [pos, pos + n), attending
+  /// to the keys and values in `cache` (which grows by n). Nothing is saved for backward.
+  void decode(ParamArena<T>& arena, Context& ctx, const MatrixView<const T, Host>& x,
+              const MatrixView<T, Host>& y, index_t batch, index_t n, index_t pos,
+              cpu::KvCache<T>& cache) const {
+    const cpu::AttentionShape shape{batch, n, m_heads, m_kv_heads, m_head_dim};
+    const auto qkv = ctx.qkv.matrix(x.rows(), m_qkv.out_features());  // (B*n, A + 2KV)
+    bonsai::forward(bound(arena.values(), m_qkv, m_qkv_off), x, qkv, ctx.qkv_ctx,
+                    epilogue::Bias<T>{vec(arena.values(), m_qkv_bias, m_qkv.out_features())});
+    if (m_rope) cpu::rope_forward(qkv, shape, m_table, pos);
+    const auto out = ctx.out.matrix(x.rows(), m_proj.in_features());  // (B*n, A)
+    cpu::attention_decode(shape, MatrixView<const T, Host>(qkv), pos, cache, out);
+    bonsai::forward(bound(arena.values(), m_proj, m_proj_off), MatrixView<const T, Host>(out), y,
+                    ctx.proj_ctx, epilogue::Bias<T>{vec(arena.values(), m_proj_bias, m_width)});
+  }
   /// Forward FLOPs for `batch` sequences of `seq` tokens: the two projections plus the causal
   /// score and value products (each 2 A per attended key; on average (T + 1) / 2 keys).
   index_t flops(index_t batch, index_t seq) const {

@@ -56,6 +56,21 @@ class Block {
     as_eigen(y) = as_eigen(r) + as_eigen(branch);
   }
 
+  /// Decoding step: y = block(x) for n new tokens per sequence at positions [pos, pos + n).
+  void decode(ParamArena<T>& arena, Context& ctx, const MatrixView<const T, Host>& x,
+              const MatrixView<T, Host>& y, index_t batch, index_t n, index_t pos,
+              cpu::KvCache<T>& cache) const {
+    const index_t rows = x.rows(), d = x.cols();
+    const auto a = ctx.a.matrix(rows, d), r = ctx.r.matrix(rows, d), m = ctx.m.matrix(rows, d);
+    const auto branch = ctx.tmp.matrix(rows, d);  // (B*n, d)
+    m_ln_1.forward(arena, ctx.ln_1, x, a);
+    m_attn.decode(arena, ctx.attn, MatrixView<const T, Host>(a), branch, batch, n, pos, cache);
+    as_eigen(r) = as_eigen(x) + as_eigen(branch);
+    m_ln_2.forward(arena, ctx.ln_2, MatrixView<const T, Host>(r), m);
+    m_mlp.forward(arena, ctx.mlp, MatrixView<const T, Host>(m), branch);
+    as_eigen(y) = as_eigen(r) + as_eigen(branch);
+  }
+
   /// dres (B*T, d): dL/dy on entry, dL/dx on return; parameter gradients +=.
   void backward(ParamArena<T>& arena, Context& ctx, const MatrixView<T, Host>& dres) const {
     const index_t n = dres.rows(), d = dres.cols();

@@ -110,6 +110,55 @@ class Gpt {
     return valid ? sum / double(valid) : std::nan("");
   }
 
+  /// Key/value caches of every layer for incremental decoding.
+  struct DecodeState {
+    std::vector<cpu::KvCache<T>> caches;  // one per layer
+    index_t length = 0;                   // positions decoded so far
+    Context ctx;                          // scratch
+  };
+  DecodeState make_decode_state(index_t batch) const {
+    DecodeState st;
+    for (index_t l = 0; l < m_config.n_layer; ++l)
+      st.caches.emplace_back(batch, m_config.kv_heads(), m_config.max_seq_len, m_config.head_dim());
+    return st;
+  }
+
+  /// Feeds n new tokens per sequence (tokens (B, n), positions [st.length, st.length + n)) and
+  /// returns the logits of each sequence's last new token, (B, V).
+  MatrixView<T, Host> decode(DecodeState& st, const std::int32_t* tokens, index_t batch, index_t n) {
+    const index_t pos = st.length, d = m_config.d_model, rows = batch * n;
+    BONSAI_CHECK(n > 0 && pos + n <= m_config.max_seq_len, "Gpt::decode: positions [", pos, ", ",
+                 pos + n, ") exceed the model's max_seq_len ", m_config.max_seq_len);
+    Context& ctx = st.ctx;
+    if (m_first && !ctx.first) ctx.first.emplace();
+    ctx.blocks.resize(m_blocks.size());
+    ctx.res.resize(2);
+    auto x = ctx.res[0].matrix(rows, d), y = ctx.res[1].matrix(rows, d);  // (B*n, d)
+    m_embed.forward(m_arena, tokens, batch, n, pos, x);
+    index_t l = 0;
+    if (m_first) {
+      m_first->decode(m_arena, *ctx.first, MatrixView<const T, Host>(x), y, batch, n, pos, st.caches[0]);
+      std::swap(x, y);
+      l = 1;
+    }
+    for (std::size_t i = 0; i < m_blocks.size(); ++i, ++l) {
+      m_blocks[i].decode(m_arena, ctx.blocks[i], MatrixView<const T, Host>(x), y, batch, n, pos,
+                         st.caches[l]);
+      std::swap(x, y);
+    }
+    st.length = pos + n;
+    // The last token of each sequence: rows b*n + n-1.
+    const auto last = ctx.dres.matrix(batch, d);  // (B, d)
+    for (index_t b = 0; b < batch; ++b)
+      std::copy_n(x.data() + (b * n + n - 1) * d, d, last.data() + b * d);
+    const auto xf = ctx.xf.matrix(batch, d);
+    m_ln_f.forward(m_arena, ctx.ln_f, MatrixView<const T, Host>(last), xf);
+    const auto logits = ctx.logits.matrix(batch, m_config.vocab_size);  // (B, V)
+    cpu::gemm(T(1), MatrixView<const T, Host>(xf), cpu::Op::N,
+              MatrixView<const T, Host>(m_embed.wte(m_arena)), cpu::Op::T, T(0), logits);
+    return logits;
+  }
+
   /// Adds d(grad_scale * loss)/d(parameters) to the arena's gradients.
   void backward(Context& ctx) {
     BONSAI_CHECK(ctx.has_grad, "Gpt::backward: the last forward was not asked for gradients "

@@ -1,0 +1,280 @@
+// train_gpt — train a GPT-style language model on the CPU from bonsai's parts.
+//
+//   build/cpu-release/examples/train_gpt --train "data/brown/gpt2/train_*.bin" \
+//       --val "data/brown/gpt2/val_*.bin" --tokenizer data/gpt2 --ffn lowrank --ffn-params 0.32
+//
+// Reads llm.c token shards, trains with AdamW (warm-up + cosine, global-norm clipping, gradient
+// accumulation), evaluates validation loss and perplexity, writes metrics.csv / main.log and
+// atomic safetensors checkpoints into --out, resumes bit-for-bit with --resume, and samples
+// text at the end. The FFN structure is picked once, in main(), through a closed switch; the
+// training loop below it is statically typed on that structure.
+#include <CLI/CLI.hpp>
+#include <fmt/core.h>
+
+#include <bonsai/bonsai.hpp>
+#include <bonsai/nn/gpt.hpp>
+#include <bonsai/nn/sampling.hpp>
+#include <bonsai/train/adamw.hpp>
+#include <bonsai/train/checkpoint.hpp>
+#include <bonsai/train/data_loader.hpp>
+#include <bonsai/train/gpt2_io.hpp>
+#include <bonsai/train/gpt_config_json.hpp>
+#include <bonsai/train/grad_clip.hpp>
+#include <bonsai/train/load_tokenizer.hpp>
+#include <bonsai/train/lr_schedule.hpp>
+#include <bonsai/train/metrics.hpp>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+
+using namespace bonsai;
+namespace fs = std::filesystem;
+
+struct Options {
+  // data
+  std::string train = "data/brown/gpt2/train_*.bin", val = "data/brown/gpt2/val_*.bin";
+  std::string tokenizer = "data/gpt2";
+  bool shuffle = false;
+  // optimisation
+  index_t batch = 4, grad_accum = 1, steps = 100, warmup = 10;
+  double lr = 6e-4, min_lr_fraction = 0.1, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, clip = 1.0;
+  // run
+  std::string out = "runs/gpt";
+  std::string init_from, export_hf;
+  index_t eval_every = 50, eval_batches = 8, ckpt_every = 0, keep_ckpts = 2, stop_after = 0;
+  index_t sample_tokens = 64;
+  std::string prompt = "The";
+  bool resume = false;
+  std::uint64_t seed = 1005;
+  int threads = 0;
+  double peak_gflops = 0;
+};
+
+/// Kilobytes of the largest resident set so far (Linux), 0 elsewhere.
+static long peak_rss_kib() {
+  std::ifstream in("/proc/self/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
+  return 0;
+}
+
+/// Mean validation loss over `batches` batches read from the start of the validation shards.
+template <class Model>
+double evaluate(Model& model, typename Model::Context& ctx, const Options& o, index_t seq,
+                index_t vocab) {
+  DataLoader val(o.val, {.batch_size = o.batch, .seq_len = seq, .vocab_size = vocab});
+  std::vector<std::int32_t> in(o.batch * seq), tgt(o.batch * seq);  // (B, T)
+  const index_t n = std::min(o.eval_batches, val.batches_per_epoch());
+  double sum = 0;
+  for (index_t i = 0; i < n; ++i) {
+    val.next_batch(in, tgt);
+    sum += model.forward(ctx, TokenBatch{in.data(), tgt.data(), o.batch, seq});
+  }
+  return sum / double(n);
+}
+
+template <class Map>
+int train(const Options& o, GptConfig config) {
+  using Model = Gpt<Map, Map>;
+  const auto tokenizer = load_tokenizer(o.tokenizer);
+  const index_t B = o.batch, T = config.max_seq_len;
+
+  // ---- model, optimizer, schedule ------------------------------------------------------------
+  std::optional<ImportedModel> imported;
+  if (!o.init_from.empty()) {
+    const bool llmc = fs::path(o.init_from).extension() == ".bin";
+    imported = llmc ? import_llmc(o.init_from) : import_hf(o.init_from);
+    imported->config.max_seq_len = std::min(imported->config.max_seq_len, T);
+    config = imported->config;
+  }
+  Model model(config);
+  Rng init_rng(o.seed);
+  model.init(init_rng);
+  if (imported) copy_into(model.arena(), imported->tensors, o.init_from);
+  AdamW<float> opt(model.arena(), {.beta1 = o.beta1, .beta2 = o.beta2, .weight_decay = o.weight_decay});
+  const auto schedule = LrSchedule::cosine(o.lr, o.warmup, o.steps, o.min_lr_fraction);
+
+  DataLoader loader(o.train, {.batch_size = B, .seq_len = T, .shuffle = o.shuffle, .seed = o.seed,
+                              .vocab_size = config.vocab_size});
+  const nlohmann::json config_json = gpt_config_to_json(config);
+
+  // ---- resume ------------------------------------------------------------------------------
+  index_t start = 0;
+  if (o.resume) {
+    if (const auto dir = latest_checkpoint(o.out)) {
+      const CheckpointState st = load_checkpoint<float>(*dir, model.arena(), {opt.m().data(), std::size_t(opt.size())},
+                                             {opt.v().data(), std::size_t(opt.size())});
+      BONSAI_CHECK(st.config == config_json, "--resume: ", dir->string(),
+                   " was written by a different model configuration");
+      start = st.trainer_state.at("step").get<index_t>();
+      opt.set_step_count(st.trainer_state.at("adamw_step").get<std::int64_t>());
+      loader.restore(st.trainer_state.at("loader").get<DataLoaderState>());
+      fmt::print("resumed from {} at step {}\n", dir->string(), start);
+    } else {
+      fmt::print("--resume: no checkpoint in {}, starting afresh\n", o.out);
+    }
+  }
+  const auto save = [&](index_t step) {
+    const nlohmann::json state = {{"step", step}, {"adamw_step", opt.step_count()},
+                                  {"loader", loader.state()}, {"seed", o.seed}};
+    const auto dir = save_checkpoint<float>(o.out, step, model.arena(),
+                                            {opt.m().data(), std::size_t(opt.size())},
+                                            {opt.v().data(), std::size_t(opt.size())}, state, config_json);
+    prune_checkpoints(o.out, o.keep_ckpts);
+    return dir;
+  };
+
+  const double flops_per_step = 3.0 * double(model.flops(B, T)) * double(o.grad_accum);
+  fmt::print("model: {} layers, d_model {}, {} heads ({} kv), FFN {} {} (rank {}, blocks {}), "
+             "{:.2f}M parameters, {:.2f} GFLOP per step\n",
+             config.n_layer, config.d_model, config.n_head, config.kv_heads(), to_string(config.ffn),
+             config.ffn_width(), config.rank, config.blocks, double(model.param_count()) * 1e-6,
+             flops_per_step * 1e-9);
+  fmt::print("data: {} ({} batches of {}x{} per epoch), tokenizer {} (vocab {}), {} threads, GEMM {}\n",
+             o.train, loader.batches_per_epoch(), B, T, tokenizer->name(), tokenizer->vocab_size(),
+             max_threads(), cpu::gemm_library());
+
+  // ---- training loop -------------------------------------------------------------------------
+  MetricsLog log(o.out, o.resume ? start : -1);
+  ConsoleReporter console(o.steps);
+  typename Model::Context ctx;
+  std::vector<std::int32_t> in(B * T), tgt(B * T);  // (B, T)
+  const index_t end = o.stop_after > 0 ? std::min(o.steps, start + o.stop_after) : o.steps;
+  double tokens_per_s = 0, val_loss = std::nan("");
+  for (index_t step = start; step < end; ++step) {
+    const auto t0 = std::chrono::steady_clock::now();
+    model.arena().zero_grads();
+    double loss = 0;
+    for (index_t micro = 0; micro < o.grad_accum; ++micro) {
+      loader.next_batch(in, tgt);
+      loss += model.forward(ctx, TokenBatch{in.data(), tgt.data(), B, T}, 1.0f / float(o.grad_accum));
+      model.backward(ctx);
+    }
+    loss /= double(o.grad_accum);
+    const double norm = global_norm(model.arena().grads_view());
+    BONSAI_CHECK(std::isfinite(loss) && std::isfinite(norm), "step ", step, ": loss ", loss,
+                 ", gradient norm ", norm, " — training diverged (lower --lr?)");
+    const double lr = schedule.at(step);
+    opt.step(model.arena(), lr, clip_scale(norm, o.clip));
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+    tokens_per_s = double(B * T * o.grad_accum) / seconds;
+    const double gflops = flops_per_step / seconds * 1e-9;
+    const StepMetrics m{.step = step, .loss = loss, .lr = lr, .grad_norm = norm, .ms = seconds * 1e3,
+                        .tokens_per_s = tokens_per_s, .gflops = gflops,
+                        .mfu = o.peak_gflops > 0 ? 100.0 * gflops / o.peak_gflops : StepMetrics::none};
+    log.log_train(m);
+    console.train(m);
+
+    const index_t done = step + 1;
+    if ((o.eval_every > 0 && done % o.eval_every == 0) || done == o.steps) {
+      val_loss = evaluate(model, ctx, o, T, config.vocab_size);
+      log.log_val(done, val_loss);
+      console.val(done, val_loss);
+    }
+    if ((o.ckpt_every > 0 && done % o.ckpt_every == 0) || done == end) save(done);
+  }
+  console.clear();
+
+  // ---- results -------------------------------------------------------------------------------
+  if (end < o.steps) {
+    fmt::print("stopped after step {} of {}; continue with --resume\n", end, o.steps);
+    return 0;
+  }
+  if (std::isnan(val_loss) && o.steps > start) val_loss = evaluate(model, ctx, o, T, config.vocab_size);
+  if (!std::isnan(val_loss))
+    fmt::print("validation loss {:.4f}, perplexity {:.2f}\n", val_loss, std::exp(val_loss));
+  fmt::print("last step {:.0f} tokens/s, peak memory {:.0f} MiB\n", tokens_per_s,
+             double(peak_rss_kib()) / 1024.0);
+  if (o.sample_tokens > 0) {
+    Rng rng(o.seed);
+    const auto prompt = tokenizer->encode(o.prompt);
+    fmt::print("sample: {}", o.prompt);
+    generate(model, prompt,
+             {.max_new_tokens = o.sample_tokens, .temperature = 0.8, .top_k = 40,
+              .stop_token = tokenizer->eot_token()},
+             rng, [&](std::int32_t id) { fmt::print("{}", tokenizer->decode_token(id)); std::fflush(stdout); });
+    fmt::print("\n");
+  }
+  if (!o.export_hf.empty()) {
+    export_hf(o.export_hf, config, model.arena(),
+              o.tokenizer == "byte" ? std::optional<fs::path>{} : fs::path(o.tokenizer));
+    fmt::print("exported Hugging Face GPT-2 folder {}\n", o.export_hf);
+  }
+  return 0;
+}
+
+int main(int argc, char** argv) {
+  CLI::App app{"train_gpt: train a GPT-style model with structured FFNs on the CPU"};
+  Options o;
+  GptConfig c;
+  c.n_layer = 6;
+  c.d_model = 384;
+  c.n_head = 6;
+  c.max_seq_len = 256;
+  std::string norm = "layernorm", pos = "learned", act = "gelu", ffn = "dense";
+  double ffn_params = 0;
+
+  app.add_option("--layers", c.n_layer, "transformer layers")->capture_default_str();
+  app.add_option("--d-model", c.d_model, "residual width")->capture_default_str();
+  app.add_option("--heads", c.n_head, "query heads")->capture_default_str();
+  app.add_option("--kv-heads", c.n_kv_head, "key/value heads (grouped-query attention; 0 = heads)");
+  app.add_option("--attn-dim", c.attn_dim, "attention width (0 = d-model)");
+  app.add_option("--ffn-dim", c.ffn_dim, "FFN hidden width (0 = 4 d-model)");
+  app.add_option("--seq-len", c.max_seq_len, "context length T")->capture_default_str();
+  app.add_option("--norm", norm, "layernorm | rmsnorm")->capture_default_str();
+  app.add_option("--pos", pos, "learned | rope")->capture_default_str();
+  app.add_option("--act", act, "gelu | swiglu")->capture_default_str();
+  app.add_option("--ffn", ffn, "dense | lowrank | blockdense | blockshuffle")->capture_default_str();
+  app.add_option("--rank", c.rank, "LowRank / BlockDense rank");
+  app.add_option("--blocks", c.blocks, "BlockDense / BlockShuffle blocks");
+  app.add_option("--ffn-params", ffn_params, "choose rank/blocks as the paper does: 0.63 or 0.32");
+  app.add_flag("!--structured-first-ffn", c.dense_first_ffn,
+               "also structure layer 0's FFN (the paper keeps it dense)");
+  app.add_option("--batch,-b", o.batch, "sequences per micro-batch")->capture_default_str();
+  app.add_option("--grad-accum", o.grad_accum, "micro-batches per step")->capture_default_str();
+  app.add_option("--steps,-x", o.steps, "optimizer steps")->capture_default_str();
+  app.add_option("--lr,-l", o.lr, "peak learning rate")->capture_default_str();
+  app.add_option("--warmup,-u", o.warmup, "warm-up steps")->capture_default_str();
+  app.add_option("--min-lr-fraction,-q", o.min_lr_fraction, "final lr / peak lr")->capture_default_str();
+  app.add_option("--weight-decay,-c", o.weight_decay, "AdamW weight decay (matrices only)")->capture_default_str();
+  app.add_option("--beta2", o.beta2, "AdamW beta2 (the paper: 0.999)")->capture_default_str();
+  app.add_option("--clip", o.clip, "clip the global gradient norm to this (0: off)")->capture_default_str();
+  app.add_option("--train,-i", o.train, "training shards (glob)")->capture_default_str();
+  app.add_option("--val,-j", o.val, "validation shards (glob)")->capture_default_str();
+  app.add_option("--tokenizer", o.tokenizer, "byte, or a folder with encoder.json and vocab.bpe")->capture_default_str();
+  app.add_flag("--shuffle", o.shuffle, "visit training windows in a seeded random order");
+  app.add_option("--out,-o", o.out, "run folder: checkpoints, metrics.csv, main.log")->capture_default_str();
+  app.add_option("--eval-every,-v", o.eval_every, "validate every N steps (0: at the end only)")->capture_default_str();
+  app.add_option("--eval-batches,-m", o.eval_batches, "validation batches")->capture_default_str();
+  app.add_option("--ckpt-every,-n", o.ckpt_every, "checkpoint every N steps (and at the end)")->capture_default_str();
+  app.add_option("--keep-ckpts", o.keep_ckpts, "checkpoints kept")->capture_default_str();
+  app.add_flag("--resume,-y", o.resume, "continue from the newest checkpoint in --out");
+  app.add_option("--stop-after", o.stop_after, "leave after N steps of this run (resume later)");
+  app.add_option("--init-from,-e", o.init_from, "start from GPT-2 weights: llm.c .bin or Hugging Face folder");
+  app.add_option("--export-hf", o.export_hf, "write a Hugging Face GPT-2 folder at the end (dense models)");
+  app.add_option("--sample-tokens,-g", o.sample_tokens, "tokens to generate at the end")->capture_default_str();
+  app.add_option("--prompt", o.prompt, "prompt of the final sample")->capture_default_str();
+  app.add_option("--seed", o.seed, "initialisation, shuffling and sampling seed")->capture_default_str();
+  app.add_option("--threads", o.threads, "OpenMP threads (0: all)");
+  app.add_option("--peak-gflops", o.peak_gflops, "this machine's peak, to print utilisation");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    set_threads(o.threads);
+    c.norm = parse_norm(norm);
+    c.pos = parse_pos(pos);
+    c.act = parse_act(act);
+    c.ffn = parse_ffn(ffn);
+    if (ffn_params > 0) set_ffn_params_fraction(c, ffn_params);
+    c.vocab_size = load_tokenizer(o.tokenizer)->vocab_size();
+    c.validate();
+    // The closed switch: everything below train<Map> is statically typed.
+    return with_ffn_structure<float>(c, [&](auto map) {
+      return train<typename decltype(map)::type>(o, c);
+    });
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "train_gpt: {}\n", e.what());
+    return 1;
+  }
+}
