@@ -20,7 +20,7 @@ fi
 rm -rf runs/demo
 "$bin/train_gpt" --train "data/brown/gpt2/train_*.bin" --val "data/brown/gpt2/val_*.bin" \
   --tokenizer data/gpt2 --layers 6 --d-model 384 --heads 6 --seq-len 256 \
-  --ffn lowrank --ffn-params 0.32 --batch 8 --steps 150 --warmup 15 --lr 1e-3 \
+  --ffn lowrank --ffn-params 0.32 --batch 8 --steps 250 --warmup 20 --lr 1.5e-3 \
   --eval-every 50 --eval-batches 8 --ckpt-every 50 --sample-tokens 48 \
   --prompt "The jury said" --out runs/demo "$@"
 

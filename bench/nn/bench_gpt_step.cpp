@@ -2,26 +2,18 @@
 // (12 layers, d 768, B 4, T 256) and the small shape (6 layers, d 384, 6 heads, B 8, T 256),
 // both with the GPT-2 vocabulary; dense FFNs first (the baseline), then LowRank and BlockShuffle
 // at 32% of the dense FFN's parameters. Counters: tokens/s, achieved GFLOP/s (3 x forward FLOPs
-// of every GEMM and attention product), parameters and the process's peak resident memory in
-// MiB. Compare each structured row's tokens/s with the dense row above it.
+// of every GEMM and attention product) and parameters (millions). Compare each structured row's
+// tokens/s with the dense row above it; train_gpt reports a run's peak memory.
 #include <benchmark/benchmark.h>
 
 #include <bonsai/bonsai.hpp>
 #include <bonsai/nn/gpt.hpp>
 #include <bonsai/train/adamw.hpp>
-#include <fstream>
 #include <string>
 
 namespace {
 
 using namespace bonsai;
-
-double peak_rss_mib() {
-  std::ifstream in("/proc/self/status");
-  for (std::string line; std::getline(in, line);)
-    if (line.rfind("VmHWM:", 0) == 0) return std::stod(line.substr(6)) / 1024.0;
-  return 0;
-}
 
 GptConfig shape(bool gpt2_124m, FfnKind ffn) {
   GptConfig c;
@@ -61,7 +53,6 @@ void train_step(benchmark::State& state, bool gpt2_124m, FfnKind ffn) {
   state.counters["tokens/s"] = benchmark::Counter(double(B * T), benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["params_M"] = double(model.param_count()) * 1e-6;
-  state.counters["peak_MiB"] = peak_rss_mib();
   state.SetLabel(std::string(gpt2_124m ? "gpt2-124M" : "small") + " " + to_string(ffn) + " " + cpu::gemm_library());
 }
 
