@@ -2,6 +2,8 @@
 // complete checkpoint is found, pruning keeps the newest, and loading is strict. Also AtomicFile.
 #include <doctest/doctest.h>
 
+#include "support/temp_dir.hpp"
+
 #include <unistd.h>
 
 #include <bonsai/core/rng.hpp>
@@ -17,18 +19,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& tag) {
-    path = fs::temp_directory_path() / ("bonsai_test_" + tag + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using test::TempDir;
 
 using Slots = std::vector<std::pair<std::string, std::vector<index_t>>>;
 

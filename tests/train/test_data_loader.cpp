@@ -1,6 +1,8 @@
 // DataLoader: sequential and shuffled windows over token shards, epochs, exact resume from a
 // saved state, data-parallel rank slices, glob patterns, and its errors.
 #include <doctest/doctest.h>
+
+#include "support/temp_dir.hpp"
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,15 +20,7 @@ namespace {
 
 using Ids = std::vector<std::int32_t>;
 
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& tag) {
-    path = fs::temp_directory_path() / ("bonsai_test_loader_" + tag + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
+using test::TempDir;
 
 /// Writes shard `name` whose token i is base + i, so a token tells where it was read.
 fs::path write_counting_shard(const fs::path& dir, const std::string& name, int base, int count) {

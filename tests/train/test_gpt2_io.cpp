@@ -3,6 +3,8 @@
 // round-tripped bit-exactly through a ParamArena; corrupt and non-GPT-2 inputs throw.
 #include <doctest/doctest.h>
 
+#include "support/temp_dir.hpp"
+
 #include <unistd.h>
 
 #include <bonsai/core/rng.hpp>
@@ -18,18 +20,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& tag) {
-    path = fs::temp_directory_path() / ("bonsai_test_" + tag + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using test::TempDir;
 
 GptConfig tiny() {
   GptConfig c;

@@ -1,6 +1,8 @@
 // train/metrics.hpp: metrics.csv and main.log contents, resume truncation, console lines.
 #include <doctest/doctest.h>
 
+#include "support/temp_dir.hpp"
+
 #include <algorithm>
 #include <bonsai/train/metrics.hpp>
 #include <filesystem>
@@ -18,19 +20,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-/// A fresh, empty directory under the system temp directory, removed at the end of the test.
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& name) {
-    path =
-        fs::temp_directory_path() / ("bonsai_metrics_" + std::to_string(::getpid()) + "_" + name);
-    fs::remove_all(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using test::TempDir;
 
 std::vector<std::string> lines_of(const fs::path& p) {
   std::ifstream in(p);

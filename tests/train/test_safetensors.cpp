@@ -2,6 +2,8 @@
 // reader rule on hand-made headers, and truncated or byte-flipped files that must throw, never crash.
 #include <doctest/doctest.h>
 
+#include "support/temp_dir.hpp"
+
 #include <unistd.h>
 
 #include <bonsai/core/rng.hpp>
@@ -19,19 +21,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-/// A fresh directory under the system temp dir, removed at the end of the test.
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& tag) {
-    path = fs::temp_directory_path() / ("bonsai_test_" + tag + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using test::TempDir;
 
 /// A file from a raw header text (padded with spaces to a multiple of 8 unless told not to) and
 /// a data buffer.

@@ -1,5 +1,7 @@
 // Token shards: llm.c's format (write, read, validation) and nanoGPT's raw uint16 files.
 #include <doctest/doctest.h>
+
+#include "support/temp_dir.hpp"
 #include <unistd.h>
 
 #include <bonsai/train/token_shard.hpp>
@@ -14,15 +16,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& tag) {
-    path = fs::temp_directory_path() / ("bonsai_test_shard_" + tag + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
+using test::TempDir;
 
 std::string read_bytes(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);

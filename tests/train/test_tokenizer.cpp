@@ -1,6 +1,8 @@
 // Tokenizers: ByteTokenizer, Gpt2Tokenizer on the real GPT-2 files (scripts/fetch_data.sh) and on
 // tiny hand-written vocabularies, load_tokenizer, and errors for bad tokenizer files.
 #include <doctest/doctest.h>
+
+#include "support/temp_dir.hpp"
 #include <unistd.h>
 
 #include <bonsai/core/rng.hpp>
@@ -19,16 +21,7 @@ namespace {
 
 using Ids = std::vector<std::int32_t>;
 
-/// A fresh directory under the system temp dir, removed at the end of the test.
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& tag) {
-    path = fs::temp_directory_path() / ("bonsai_test_tok_" + tag + "_" + std::to_string(::getpid()));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-};
+using test::TempDir;
 
 void write_file(const fs::path& path, const std::string& text) {
   std::ofstream(path, std::ios::binary) << text;
