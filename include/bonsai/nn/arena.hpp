@@ -91,14 +91,28 @@ class ParamArena {
   VectorView<T> value(const ParamSlot& s) { return flat(values(), s); }
   VectorView<T> grad(const ParamSlot& s) { return flat(grads(), s); }
 
+  /// `map` bound to the values / the gradients of its parameters, registered at `offset` by
+  /// add_map: the (weights, grads) pair that forward and backward take.
+  template <LinearMap M>
+  M bind_values(const M& map, index_t offset) {
+    return bind(map, flat_at(values(), offset, map.param_count()));
+  }
+  template <LinearMap M>
+  M bind_grads(const M& map, index_t offset) {
+    return bind(map, flat_at(grads(), offset, map.param_count()));
+  }
+
   void zero_grads() noexcept {
     if (m_size) std::memset(m_grads.data(), 0, sizeof(T) * m_size);
   }
 
  private:
-  VectorView<T> flat(T* base, const ParamSlot& s) {
+  VectorView<T> flat(T* base, const ParamSlot& s) { return flat_at(base, s.offset, s.size()); }
+  VectorView<T> flat_at(T* base, index_t offset, index_t n) {
     BONSAI_CHECK(allocated(), "ParamArena: not allocated");
-    return VectorView<T>(base + s.offset, {s.size()});
+    BONSAI_CHECK(offset >= 0 && offset + n <= m_size, "ParamArena: elements [", offset, ", ",
+                 offset + n, ") lie outside the arena of ", m_size);
+    return VectorView<T>(base + offset, {n});
   }
 
   std::vector<ParamSlot> m_slots;

@@ -45,8 +45,8 @@ class Attention {
   }
   /// Weights N(0, std^2), the output projection N(0, proj_std^2); biases 0.
   void init(ParamArena<T>& arena, Rng& rng, double stddev, double proj_std) const {
-    init_normal(bound(arena.values(), m_qkv, m_qkv_off), rng, stddev);
-    init_normal(bound(arena.values(), m_proj, m_proj_off), rng, proj_std);
+    init_normal(arena.bind_values(m_qkv, m_qkv_off), rng, stddev);
+    init_normal(arena.bind_values(m_proj, m_proj_off), rng, proj_std);
   }
 
   /// y (B*T, d) = attention(x (B*T, d)) over `batch` sequences of length `seq`.
@@ -57,12 +57,12 @@ class Attention {
                  seq, " = ", batch * seq);
     ctx.shape = cpu::AttentionShape{batch, seq, m_heads, m_kv_heads, m_head_dim};
     const auto qkv = ctx.qkv.matrix(n, m_qkv.out_features());  // (N, A + 2KV)
-    bonsai::forward(bound(arena.values(), m_qkv, m_qkv_off), x, qkv, ctx.qkv_ctx,
+    bonsai::forward(arena.bind_values(m_qkv, m_qkv_off), x, qkv, ctx.qkv_ctx,
                     epilogue::Bias<T>{vec(arena.values(), m_qkv_bias, m_qkv.out_features())});
     if (m_rope) cpu::rope_forward(qkv, ctx.shape, m_table, index_t(0));
     const auto out = ctx.out.matrix(n, m_proj.in_features());  // (N, A)
     cpu::attention_forward(ctx.shape, MatrixView<const T, Host>(qkv), out, ctx.probs);
-    bonsai::forward(bound(arena.values(), m_proj, m_proj_off), MatrixView<const T, Host>(out), y,
+    bonsai::forward(arena.bind_values(m_proj, m_proj_off), MatrixView<const T, Host>(out), y,
                     ctx.proj_ctx, epilogue::Bias<T>{vec(arena.values(), m_proj_bias, m_width)});
   }
 
@@ -71,8 +71,8 @@ class Attention {
                 const MatrixView<T, Host>& dx) const {
     const index_t n = dy.rows();
     const auto dout = ctx.dout.matrix(n, m_proj.in_features());  // (N, A)
-    bonsai::backward(bound(arena.values(), m_proj, m_proj_off), ctx.proj_ctx, dy, dout,
-                     bound(arena.grads(), m_proj, m_proj_off),
+    bonsai::backward(arena.bind_values(m_proj, m_proj_off), ctx.proj_ctx, dy, dout,
+                     arena.bind_grads(m_proj, m_proj_off),
                      epilogue::Bias<T>{vec(arena.values(), m_proj_bias, m_width),
                                        vec(arena.grads(), m_proj_bias, m_width)});
     const auto dqkv = ctx.dqkv.matrix(n, m_qkv.out_features());  // (N, A + 2KV)
@@ -80,8 +80,8 @@ class Attention {
     cpu::attention_backward(ctx.shape, MatrixView<const T, Host>(qkv), ctx.probs,
                             MatrixView<const T, Host>(dout), dqkv);
     if (m_rope) cpu::rope_backward(dqkv, ctx.shape, m_table, index_t(0));
-    bonsai::backward(bound(arena.values(), m_qkv, m_qkv_off), ctx.qkv_ctx,
-                     MatrixView<const T, Host>(dqkv), dx, bound(arena.grads(), m_qkv, m_qkv_off),
+    bonsai::backward(arena.bind_values(m_qkv, m_qkv_off), ctx.qkv_ctx,
+                     MatrixView<const T, Host>(dqkv), dx, arena.bind_grads(m_qkv, m_qkv_off),
                      epilogue::Bias<T>{vec(arena.values(), m_qkv_bias, m_qkv.out_features()),
                                        vec(arena.grads(), m_qkv_bias, m_qkv.out_features())});
   }
@@ -93,12 +93,12 @@ class Attention {
               cpu::KvCache<T>& cache) const {
     const cpu::AttentionShape shape{batch, n, m_heads, m_kv_heads, m_head_dim};
     const auto qkv = ctx.qkv.matrix(x.rows(), m_qkv.out_features());  // (B*n, A + 2KV)
-    bonsai::forward(bound(arena.values(), m_qkv, m_qkv_off), x, qkv, ctx.qkv_ctx,
+    bonsai::forward(arena.bind_values(m_qkv, m_qkv_off), x, qkv, ctx.qkv_ctx,
                     epilogue::Bias<T>{vec(arena.values(), m_qkv_bias, m_qkv.out_features())});
     if (m_rope) cpu::rope_forward(qkv, shape, m_table, pos);
     const auto out = ctx.out.matrix(x.rows(), m_proj.in_features());  // (B*n, A)
     cpu::attention_decode(shape, MatrixView<const T, Host>(qkv), pos, cache, out);
-    bonsai::forward(bound(arena.values(), m_proj, m_proj_off), MatrixView<const T, Host>(out), y,
+    bonsai::forward(arena.bind_values(m_proj, m_proj_off), MatrixView<const T, Host>(out), y,
                     ctx.proj_ctx, epilogue::Bias<T>{vec(arena.values(), m_proj_bias, m_width)});
   }
   /// Forward FLOPs for `batch` sequences of `seq` tokens: the two projections plus the causal
@@ -109,11 +109,6 @@ class Attention {
   }
 
  private:
-  template <class M>
-  static M bound(T* base, M map, index_t offset) {
-    map.bind(base + offset);
-    return map;
-  }
   static VectorView<T> vec(T* base, index_t off, index_t n) { return VectorView<T>(base + off, {n}); }
 
   index_t m_width, m_heads, m_kv_heads, m_head_dim;

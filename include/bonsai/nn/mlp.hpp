@@ -53,9 +53,9 @@ class Mlp {
   /// Weights as the structure's default (dense: N(0, std^2), the down projection's std
   /// `down_std`); biases 0.
   void init(ParamArena<T>& arena, Rng& rng, double stddev, double down_std) const {
-    init_ffn_map(bind_values(arena, m_up, m_up_off), rng, stddev);
-    if (m_act == ActKind::swiglu) init_ffn_map(bind_values(arena, m_gate, m_gate_off), rng, stddev);
-    init_ffn_map(bind_values(arena, m_down, m_down_off), rng, down_std);
+    init_ffn_map(arena.bind_values(m_up, m_up_off), rng, stddev);
+    if (m_act == ActKind::swiglu) init_ffn_map(arena.bind_values(m_gate, m_gate_off), rng, stddev);
+    init_ffn_map(arena.bind_values(m_down, m_down_off), rng, down_std);
   }
 
   /// y = mlp(x): x, y (N, d).
@@ -64,20 +64,20 @@ class Mlp {
     const index_t n = x.rows(), f = hidden();
     const auto h = ctx.h.matrix(n, f);  // (N, F)
     if (m_act == ActKind::gelu) {
-      bonsai::forward(bind_values(arena, m_up, m_up_off), x, h, ctx.up,
+      bonsai::forward(arena.bind_values(m_up, m_up_off), x, h, ctx.up,
                       epilogue::BiasGelu<T>{bias(arena, m_up_bias, f)});
     } else {
       const auto u = ctx.u.matrix(n, f), g = ctx.g.matrix(n, f);  // (N, F)
-      bonsai::forward(bind_values(arena, m_up, m_up_off), x, u, ctx.up,
+      bonsai::forward(arena.bind_values(m_up, m_up_off), x, u, ctx.up,
                       epilogue::Bias<T>{bias(arena, m_up_bias, f)});
-      bonsai::forward(bind_values(arena, m_gate, m_gate_off), x, g, ctx.gate,
+      bonsai::forward(arena.bind_values(m_gate, m_gate_off), x, g, ctx.gate,
                       epilogue::Bias<T>{bias(arena, m_gate_bias, f)});
       parallel_for(n * f, [&](index_t i) {
         const T a = g.data()[i];
         h.data()[i] = a / (T(1) + std::exp(-a)) * u.data()[i];
       });
     }
-    bonsai::forward(bind_values(arena, m_down, m_down_off), MatrixView<const T, Host>(h), y,
+    bonsai::forward(arena.bind_values(m_down, m_down_off), MatrixView<const T, Host>(h), y,
                     ctx.down, epilogue::Bias<T>{bias(arena, m_down_bias, width())});
   }
 
@@ -86,13 +86,13 @@ class Mlp {
                 const MatrixView<T, Host>& dx) const {
     const index_t n = dy.rows(), f = hidden();
     const auto dh = ctx.dh.matrix(n, f);  // (N, F)
-    bonsai::backward(bind_values(arena, m_down, m_down_off), ctx.down, dy, dh,
-                     bind_grads(arena, m_down, m_down_off),
+    bonsai::backward(arena.bind_values(m_down, m_down_off), ctx.down, dy, dh,
+                     arena.bind_grads(m_down, m_down_off),
                      epilogue::Bias<T>{bias(arena, m_down_bias, width()),
                                        dbias(arena, m_down_bias, width())});
     if (m_act == ActKind::gelu) {
-      bonsai::backward(bind_values(arena, m_up, m_up_off), ctx.up, MatrixView<const T, Host>(dh),
-                       dx, bind_grads(arena, m_up, m_up_off),
+      bonsai::backward(arena.bind_values(m_up, m_up_off), ctx.up, MatrixView<const T, Host>(dh),
+                       dx, arena.bind_grads(m_up, m_up_off),
                        epilogue::BiasGelu<T>{bias(arena, m_up_bias, f), dbias(arena, m_up_bias, f)});
       return;
     }
@@ -103,12 +103,12 @@ class Mlp {
       du.data()[i] = d * a * s;
       dg.data()[i] = d * u.data()[i] * s * (T(1) + a * (T(1) - s));
     });
-    bonsai::backward(bind_values(arena, m_up, m_up_off), ctx.up, MatrixView<const T, Host>(du), dx,
-                     bind_grads(arena, m_up, m_up_off),
+    bonsai::backward(arena.bind_values(m_up, m_up_off), ctx.up, MatrixView<const T, Host>(du), dx,
+                     arena.bind_grads(m_up, m_up_off),
                      epilogue::Bias<T>{bias(arena, m_up_bias, f), dbias(arena, m_up_bias, f)});
     const auto dx2 = ctx.dx2.matrix(n, width());  // (N, d)
-    bonsai::backward(bind_values(arena, m_gate, m_gate_off), ctx.gate, MatrixView<const T, Host>(dg),
-                     dx2, bind_grads(arena, m_gate, m_gate_off),
+    bonsai::backward(arena.bind_values(m_gate, m_gate_off), ctx.gate, MatrixView<const T, Host>(dg),
+                     dx2, arena.bind_grads(m_gate, m_gate_off),
                      epilogue::Bias<T>{bias(arena, m_gate_bias, f), dbias(arena, m_gate_bias, f)});
     as_eigen(dx) += as_eigen(dx2);
   }
@@ -121,20 +121,10 @@ class Mlp {
     return m_up.flops(tokens) * (m_act == ActKind::swiglu ? 2 : 1) + m_down.flops(tokens);
   }
   /// The maps bound to the arena's values (for inspection, merging and growth).
-  Up up(ParamArena<T>& arena) const { return bind_values(arena, m_up, m_up_off); }
-  Down down(ParamArena<T>& arena) const { return bind_values(arena, m_down, m_down_off); }
+  Up up(ParamArena<T>& arena) const { return arena.bind_values(m_up, m_up_off); }
+  Down down(ParamArena<T>& arena) const { return arena.bind_values(m_down, m_down_off); }
 
  private:
-  template <class M>
-  static M bind_values(ParamArena<T>& arena, M map, index_t offset) {
-    map.bind(arena.values() + offset);
-    return map;
-  }
-  template <class M>
-  static M bind_grads(ParamArena<T>& arena, M map, index_t offset) {
-    map.bind(arena.grads() + offset);
-    return map;
-  }
   static VectorView<const T> bias(ParamArena<T>& arena, index_t off, index_t n) {
     return VectorView<const T>(arena.values() + off, {n});
   }
