@@ -2,6 +2,7 @@
 // saved state, data-parallel rank slices, glob patterns, and its errors.
 #include <doctest/doctest.h>
 
+#include "support/errors.hpp"
 #include "support/temp_dir.hpp"
 #include <unistd.h>
 
@@ -52,15 +53,7 @@ Batch expected(int base, int start, int n) {
   return b;
 }
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no bonsai::Error thrown)";
-}
+using test::error_of;
 
 }  // namespace
 

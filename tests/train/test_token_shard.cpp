@@ -1,6 +1,7 @@
 // Token shards: llm.c's format (write, read, validation) and nanoGPT's raw uint16 files.
 #include <doctest/doctest.h>
 
+#include "support/errors.hpp"
 #include "support/temp_dir.hpp"
 #include <unistd.h>
 
@@ -27,15 +28,7 @@ void write_bytes(const fs::path& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary) << bytes;
 }
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no bonsai::Error thrown)";
-}
+using test::error_of;
 
 std::int32_t header_field(const std::string& bytes, int i) {
   std::int32_t v;

@@ -2,6 +2,7 @@
 // tiny hand-written vocabularies, load_tokenizer, and errors for bad tokenizer files.
 #include <doctest/doctest.h>
 
+#include "support/errors.hpp"
 #include "support/temp_dir.hpp"
 #include <unistd.h>
 
@@ -32,16 +33,7 @@ std::string read_file(const fs::path& path) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-/// The message of the bonsai::Error that f throws, or a note that it threw none.
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no bonsai::Error thrown)";
-}
+using test::error_of;
 
 fs::path gpt2_dir() { return fs::path(BONSAI_SOURCE_DIR) / "data" / "gpt2"; }
 
