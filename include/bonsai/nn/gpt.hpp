@@ -37,7 +37,7 @@ class Gpt {
     std::vector<typename FfnBlock::Context> blocks;
     std::vector<Workspace<T>> res;  // L + 1 residual streams (N, d)
     typename Norm<T>::Context ln_f;
-    Workspace<T> xf;      // (N, d) Norm_f output
+    Workspace<T> xf;      // (N, d) Norm_f output; d(xf) after a training forward
     Workspace<T> logits;  // (N, V), overwritten by d(loss)/d(logits) when training
     Workspace<T> dres;    // (N, d)
     std::vector<std::int32_t> inputs;  // (B, T), kept for the embedding's backward
@@ -100,12 +100,11 @@ class Gpt {
     const double sum = cpu::softmax_cross_entropy(logits, b.targets, grad, scale);
     ctx.has_grad = grad;
     if (grad) {
-      // d(xf) = dlogits wte (N, d) into dres; d(wte) += dlogits^T xf (V, d).
-      const auto dres = ctx.dres.matrix(n, m_config.d_model);
-      cpu::gemm(T(1), MatrixView<const T, Host>(logits), cpu::Op::N,
-                MatrixView<const T, Host>(wte), cpu::Op::N, T(0), dres);
+      // d(wte) += dlogits^T xf (V, d); then d(xf) = dlogits wte (N, d) replaces xf.
       cpu::gemm(T(1), MatrixView<const T, Host>(logits), cpu::Op::T,
                 MatrixView<const T, Host>(xf), cpu::Op::N, T(1), m_embed.dwte(m_arena));
+      cpu::gemm(T(1), MatrixView<const T, Host>(logits), cpu::Op::N,
+                MatrixView<const T, Host>(wte), cpu::Op::N, T(0), xf);
     }
     return valid ? sum / double(valid) : std::nan("");
   }
@@ -165,9 +164,8 @@ class Gpt {
                                "(pass grad_scale > 0)");
     ctx.has_grad = false;
     const index_t n = ctx.batch * ctx.seq, d = m_config.d_model;
-    const auto dres = ctx.dres.matrix(n, d);  // (N, d): d(xf) on entry
-    const auto dxf = ctx.xf.matrix(n, d);     // reuse: xf is no longer needed
-    std::copy(dres.data(), dres.data() + n * d, dxf.data());
+    const auto dres = ctx.dres.matrix(n, d);  // (N, d)
+    const auto dxf = ctx.xf.matrix(n, d);     // (N, d): forward left d(xf) here
     m_ln_f.backward(m_arena, ctx.ln_f, MatrixView<const T, Host>(dxf), dres, /*accumulate=*/false);
     for (index_t i = index_t(m_blocks.size()) - 1; i >= 0; --i)
       m_blocks[i].backward(m_arena, ctx.blocks[i], dres);
