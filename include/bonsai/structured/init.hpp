@@ -5,7 +5,9 @@
 //    V = sqrt(S_R) Q_R^T and U = P_R sqrt(S_R): U V is the best rank-R approximation of W0;
 //  - init_ortho: draw N(0, std^2), then replace every matrix (each block, each dense factor) by
 //    its orthogonal polar factor A <- P Q^T, so all its singular values are 1;
-//  - initialize: the paper's default per type: Dense normal, LowRank svd, block types ortho.
+//  - initialize: the paper's default per type: Dense normal, LowRank svd, block types ortho;
+//    SelfGuided: its structured map's default, then the guide W = S.to_dense() (init_guide),
+//    for BlockShuffle with both shuffles, so the guided layer starts as the structured one.
 #pragma once
 
 #include <Eigen/SVD>
@@ -16,6 +18,7 @@
 #include "block_shuffle.hpp"
 #include "dense.hpp"
 #include "low_rank.hpp"
+#include "self_guided.hpp"
 
 namespace bonsai {
 
@@ -78,6 +81,11 @@ template <class... Fs, class F>
 void for_each_weight_matrix(const Product<Fs...>& p, F&& fn) {
   p.for_each_applied([&](std::size_t, const auto& f) { for_each_weight_matrix(f, fn); });
 }
+template <class S, class F>
+void for_each_weight_matrix(const SelfGuided<S>& f, F&& fn) {
+  for_each_weight_matrix(f.structured(), fn);
+  for_each_weight_matrix(f.guide(), fn);
+}
 
 // ---- init_normal ---------------------------------------------------------------------------
 
@@ -125,5 +133,18 @@ void initialize(const Shuffle<N>&, Rng&) {}
 /// BlockDense and BlockShuffle (and any other product): every factor ortho.
 template <class... Fs>
 void initialize(const Product<Fs...>& p, Rng& rng) { init_ortho(p, rng); }
+
+/// The guide W <- S.to_dense(), so that a SelfGuided layer computes S x at every a.
+template <class S>
+void init_guide(const SelfGuided<S>& f) {
+  detail::require_bound(f, "init_guide");
+  as_eigen(f.guide().weight()) = as_eigen(f.structured().to_dense());
+}
+/// S by its own default, then the guide from it.
+template <class S>
+void initialize(const SelfGuided<S>& f, Rng& rng) {
+  initialize(f.structured(), rng);
+  init_guide(f);
+}
 
 }  // namespace bonsai
