@@ -6,8 +6,9 @@
 // Reads llm.c token shards, trains with AdamW (warm-up + cosine, global-norm clipping, gradient
 // accumulation), evaluates validation loss and perplexity, writes metrics.csv / main.log and
 // atomic safetensors checkpoints into --out, resumes bit-for-bit with --resume, and samples
-// text at the end. The FFN structure is picked once, in main(), through a closed switch; the
-// training loop below it is statically typed on that structure.
+// text at the end. With --sgt the structured FFNs train with dense guides (self-guided training)
+// that are released, and freed, when their weight reaches 0. The FFN structure is picked once,
+// in main(), through a closed switch; the training loop below it is statically typed on it.
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
 
@@ -23,6 +24,7 @@
 #include <bonsai/train/load_tokenizer.hpp>
 #include <bonsai/train/lr_schedule.hpp>
 #include <bonsai/train/metrics.hpp>
+#include <bonsai/train/self_guided.hpp>
 #include <chrono>
 #include <cmath>
 #include <fstream>
@@ -46,6 +48,10 @@ struct Options {
   std::string prompt = "The";
   bool resume = false;
   std::uint64_t seed = 1005;
+  // self-guided training
+  std::string sgt = "off", sgt_budget = "steps";
+  double sgt_ratio = 0.5;
+  bool sgt_reduce_flop = false;
   int threads = 0;
   double peak_gflops = 0;
 };
@@ -73,13 +79,48 @@ double evaluate(Model& model, typename Model::Context& ctx, const Options& o, in
   return sum / double(n);
 }
 
+/// Self-guided training as the flags ask for it: the schedule over [0, T_g), the run's length,
+/// and whether the extension repeats the earliest data (fixed-FLOPs budget).
+struct SgtPlan {
+  GuideSchedule schedule;  // guided_steps = 0: no SGT
+  bool reduce_flop = false, flops_budget = false;
+  index_t base_steps = 0, total_steps = 0;
+  nlohmann::json to_json() const {
+    return {{"decay", to_string(schedule.decay)}, {"guided_steps", schedule.guided_steps},
+            {"reduce_flop", reduce_flop}, {"budget", flops_budget ? "flops" : "steps"},
+            {"base_steps", base_steps}, {"total_steps", total_steps}};
+  }
+};
+
+static nlohmann::json rng_to_json(const Rng::State& s) {
+  return {{"words", s.words}, {"spare", s.spare}, {"has_spare", s.has_spare}};
+}
+static Rng::State rng_from_json(const nlohmann::json& j) {
+  return {j.at("words").get<std::array<std::uint64_t, 4>>(), j.at("spare").get<double>(),
+          j.at("has_spare").get<bool>()};
+}
+
+/// Resident memory now, in MiB (Linux), 0 elsewhere.
+static double rss_mib() {
+  std::ifstream in("/proc/self/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("VmRSS:", 0) == 0) return double(std::stol(line.substr(6))) / 1024.0;
+  return 0;
+}
+
 template <class Map>
 int train(const Options& o, GptConfig config) {
-  using Model = Gpt<Map, Map>;
+  using Plain = Gpt<Map, Map>;
+  using Guided = GuidedGpt<Map, Map>;
   const auto tokenizer = load_tokenizer(o.tokenizer);
   const index_t B = o.batch, T = config.max_seq_len;
+  const bool sgt = o.sgt != "off";
+  BONSAI_CHECK(!sgt || config.ffn != FfnKind::dense,
+               "--sgt guides structured FFNs; --ffn dense has nothing to guide");
+  BONSAI_CHECK(!sgt || o.init_from.empty(), "--sgt trains a structured model from scratch; "
+                                            "it cannot start from --init-from weights");
 
-  // ---- model, optimizer, schedule ------------------------------------------------------------
+  // ---- model: the guided one while SGT runs, the plain one after -----------------------------
   std::optional<ImportedModel> imported;
   if (!o.init_from.empty()) {
     const bool llmc = fs::path(o.init_from).extension() == ".bin";
@@ -87,105 +128,202 @@ int train(const Options& o, GptConfig config) {
     imported->config.max_seq_len = std::min(imported->config.max_seq_len, T);
     config = imported->config;
   }
-  Model model(config);
+  std::optional<Guided> guided;
+  std::optional<Plain> plain;
   Rng init_rng(o.seed);
-  model.init(init_rng);
-  if (imported) copy_into(model.arena(), imported->tensors, o.init_from);
-  AdamW<float> opt(model.arena(), {.beta1 = o.beta1, .beta2 = o.beta2, .weight_decay = o.weight_decay});
-  const auto schedule = LrSchedule::cosine(o.lr, o.warmup, o.steps, o.min_lr_fraction);
+  if (sgt) {
+    guided.emplace(config);
+    guided->init(init_rng);  // S by its default, each guide W0 = S.to_dense()
+  } else {
+    plain.emplace(config);
+    plain->init(init_rng);
+    if (imported) copy_into(plain->arena(), imported->tensors, o.init_from);
+  }
+  const auto with_model = [&](auto&& f) -> decltype(auto) {
+    if (guided) return f(*guided);
+    return f(*plain);
+  };
+  const auto arena = [&]() -> ParamArena<float>& { return with_model([](auto& m) -> auto& { return m.arena(); }); };
+  std::optional<AdamW<float>> opt;
+  opt.emplace(arena(), AdamWConfig{.beta1 = o.beta1, .beta2 = o.beta2, .weight_decay = o.weight_decay});
+
+  // ---- SGT plan and schedule ----------------------------------------------------------------
+  SgtPlan plan{.base_steps = o.steps, .total_steps = o.steps};
+  const index_t micro_tokens = B * T;
+  if (sgt) {
+    plan.schedule.decay = parse_guide_decay(o.sgt);
+    plan.reduce_flop = o.sgt_reduce_flop;
+    BONSAI_CHECK(o.sgt_budget == "steps" || o.sgt_budget == "flops", "--sgt-budget: expected steps "
+                 "or flops, got '", o.sgt_budget, "'");
+    plan.flops_budget = o.sgt_budget == "flops";
+    if (plan.flops_budget) {
+      set_guides(*guided, 0.0);
+      const double structured = 3.0 * double(guided->flops(B, T));
+      set_guides(*guided, 1.0);
+      const double dense = 3.0 * double(guided->flops(B, T));  // a = 1 runs only the guides
+      const double guides = 3.0 * double(guide_flops(*guided, micro_tokens));
+      plan.schedule.guided_steps = guided_steps_for_equal_flops(
+          o.steps, dense, structured, guides, plan.reduce_flop ? 0.5 : 1.0);
+      plan.total_steps = o.steps + plan.schedule.guided_steps;
+    } else {
+      plan.schedule = GuideSchedule::over_fraction(plan.schedule.decay, o.sgt_ratio, o.steps);
+    }
+  }
+  const auto schedule = LrSchedule::cosine(o.lr, o.warmup, plan.total_steps, o.min_lr_fraction);
+  Rng guide_rng(o.seed ^ 0x5347545f5347545fULL);
 
   DataLoader loader(o.train, {.batch_size = B, .seq_len = T, .shuffle = o.shuffle, .seed = o.seed,
                               .vocab_size = config.vocab_size});
+  const DataLoaderState loader_start = loader.state();
   const nlohmann::json config_json = gpt_config_to_json(config);
+
+  /// Replaces the guided model by the plain one: guides, their gradients and moments are freed.
+  const auto release = [&](index_t step) {
+    const double before = rss_mib();
+    const index_t guided_params = guided->param_count();
+    plain.emplace(release_guides(*guided));
+    opt = opt->carried_to(guided->arena(), plain->arena());
+    guided.reset();
+    fmt::print("step {}: SGT released the guides: {:.2f}M -> {:.2f}M parameters, resident memory "
+               "{:.0f} -> {:.0f} MiB\n", step, double(guided_params) * 1e-6,
+               double(plain->param_count()) * 1e-6, before, rss_mib());
+  };
 
   // ---- resume ------------------------------------------------------------------------------
   index_t start = 0;
+  double train_flops = 0;
   if (o.resume) {
     if (const auto dir = latest_checkpoint(o.out)) {
-      const CheckpointState st = load_checkpoint<float>(*dir, model.arena(), {opt.m().data(), std::size_t(opt.size())},
-                                             {opt.v().data(), std::size_t(opt.size())});
+      const index_t step = detail::checkpoint_step(dir->filename().string()).value_or(0);
+      if (guided && plan.schedule.released(step)) release(step);
+      const CheckpointState st = load_checkpoint<float>(*dir, arena(), {opt->m().data(), std::size_t(opt->size())},
+                                                        {opt->v().data(), std::size_t(opt->size())});
       BONSAI_CHECK(st.config == config_json, "--resume: ", dir->string(),
                    " was written by a different model configuration");
-      start = st.trainer_state.at("step").get<index_t>();
-      opt.set_step_count(st.trainer_state.at("adamw_step").get<std::int64_t>());
-      loader.restore(st.trainer_state.at("loader").get<DataLoaderState>());
+      const nlohmann::json& ts = st.trainer_state;
+      BONSAI_CHECK(ts.value("sgt", nlohmann::json()) == (sgt ? plan.to_json() : nlohmann::json()),
+                   "--resume: ", dir->string(), " was written with other --sgt settings (",
+                   ts.value("sgt", nlohmann::json()).dump(), ")");
+      start = ts.at("step").get<index_t>();
+      opt->set_step_count(ts.at("adamw_step").get<std::int64_t>());
+      loader.restore(ts.at("loader").get<DataLoaderState>());
+      train_flops = ts.value("train_flops", 0.0);
+      if (ts.contains("guide_rng")) guide_rng.restore(rng_from_json(ts.at("guide_rng")));
       fmt::print("resumed from {} at step {}\n", dir->string(), start);
     } else {
       fmt::print("--resume: no checkpoint in {}, starting afresh\n", o.out);
     }
   }
   const auto save = [&](index_t step) {
-    const nlohmann::json state = {{"step", step}, {"adamw_step", opt.step_count()},
-                                  {"loader", loader.state()}, {"seed", o.seed}};
-    const auto dir = save_checkpoint<float>(o.out, step, model.arena(),
-                                            {opt.m().data(), std::size_t(opt.size())},
-                                            {opt.v().data(), std::size_t(opt.size())}, state, config_json);
+    nlohmann::json state = {{"step", step}, {"adamw_step", opt->step_count()},
+                            {"loader", loader.state()}, {"seed", o.seed}, {"train_flops", train_flops}};
+    if (sgt) {
+      state["sgt"] = plan.to_json();
+      state["guide_rng"] = rng_to_json(guide_rng.state());
+    }
+    const auto dir = save_checkpoint<float>(o.out, step, arena(), {opt->m().data(), std::size_t(opt->size())},
+                                            {opt->v().data(), std::size_t(opt->size())}, state, config_json);
     prune_checkpoints(o.out, o.keep_ckpts);
     return dir;
   };
 
-  const double flops_per_step = 3.0 * double(model.flops(B, T)) * double(o.grad_accum);
-  fmt::print("model: {} layers, d_model {}, {} heads ({} kv), FFN {} {} (rank {}, blocks {}), "
-             "{:.2f}M parameters, {:.2f} GFLOP per step\n",
-             config.n_layer, config.d_model, config.n_head, config.kv_heads(), to_string(config.ffn),
-             config.ffn_width(), config.rank, config.blocks, double(model.param_count()) * 1e-6,
-             flops_per_step * 1e-9);
+  with_model([&](auto& model) {
+    fmt::print("model: {} layers, d_model {}, {} heads ({} kv), FFN {} {} (rank {}, blocks {}), "
+               "{:.2f}M parameters, {:.2f} GFLOP per step\n",
+               config.n_layer, config.d_model, config.n_head, config.kv_heads(), to_string(config.ffn),
+               config.ffn_width(), config.rank, config.blocks, double(model.param_count()) * 1e-6,
+               3.0 * double(model.flops(B, T)) * double(o.grad_accum) * 1e-9);
+  });
+  if (sgt)
+    fmt::print("SGT: {} decay over steps [0, {}), reduce-flop {}, budget {}: {} steps in all{}\n",
+               to_string(plan.schedule.decay), plan.schedule.guided_steps, plan.reduce_flop ? "on" : "off",
+               plan.flops_budget ? "flops" : "steps", plan.total_steps,
+               plan.flops_budget ? fmt::format(" (the last {} repeat the first data)", plan.schedule.guided_steps)
+                                 : std::string());
   fmt::print("data: {} ({} batches of {}x{} per epoch), tokenizer {} (vocab {}), {} threads, GEMM {}\n",
              o.train, loader.batches_per_epoch(), B, T, tokenizer->name(), tokenizer->vocab_size(),
              max_threads(), cpu::gemm_library());
 
   // ---- training loop -------------------------------------------------------------------------
   MetricsLog log(o.out, o.resume ? start : -1);
-  ConsoleReporter console(o.steps);
-  typename Model::Context ctx;
+  ConsoleReporter console(plan.total_steps);
+  typename Guided::Context guided_ctx;
+  typename Plain::Context plain_ctx;
+  const auto context = [&](auto& model) -> auto& {
+    if constexpr (std::is_same_v<std::remove_cvref_t<decltype(model)>, Guided>) return guided_ctx;
+    else return plain_ctx;
+  };
   std::vector<std::int32_t> in(B * T), tgt(B * T);  // (B, T)
-  const index_t end = o.stop_after > 0 ? std::min(o.steps, start + o.stop_after) : o.steps;
+  const index_t end = o.stop_after > 0 ? std::min(plan.total_steps, start + o.stop_after) : plan.total_steps;
   double tokens_per_s = 0, val_loss = std::nan("");
   for (index_t step = start; step < end; ++step) {
+    if (plan.flops_budget && step == plan.base_steps && plan.schedule.guided_steps > 0)
+      loader.restore(loader_start);  // the extension re-trains on the earliest tokens
     const auto t0 = std::chrono::steady_clock::now();
-    model.arena().zero_grads();
-    double loss = 0;
-    for (index_t micro = 0; micro < o.grad_accum; ++micro) {
-      loader.next_batch(in, tgt);
-      loss += model.forward(ctx, TokenBatch{in.data(), tgt.data(), B, T}, 1.0f / float(o.grad_accum));
-      model.backward(ctx);
-    }
+    const double alpha = plan.schedule.alpha(step);
+    double loss = 0, step_flops = 0;
+    with_model([&](auto& model) {
+      auto& ctx = context(model);
+      model.arena().zero_grads();
+      for (index_t micro = 0; micro < o.grad_accum; ++micro) {
+        if constexpr (std::is_same_v<std::remove_cvref_t<decltype(model)>, Guided>)
+          set_guides(model, alpha, plan.reduce_flop, guide_rng);
+        step_flops += 3.0 * double(model.flops(B, T));
+        loader.next_batch(in, tgt);
+        loss += model.forward(ctx, TokenBatch{in.data(), tgt.data(), B, T}, 1.0f / float(o.grad_accum));
+        model.backward(ctx);
+      }
+    });
     loss /= double(o.grad_accum);
-    const double norm = global_norm(model.arena().grads_view());
+    const double norm = global_norm(arena().grads_view());
     BONSAI_CHECK(std::isfinite(loss) && std::isfinite(norm), "step ", step, ": loss ", loss,
                  ", gradient norm ", norm, " — training diverged (lower --lr?)");
     const double lr = schedule.at(step);
-    opt.step(model.arena(), lr, clip_scale(norm, o.clip));
+    opt->step(arena(), lr, clip_scale(norm, o.clip));
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    train_flops += step_flops;
 
     tokens_per_s = double(B * T * o.grad_accum) / seconds;
-    const double gflops = flops_per_step / seconds * 1e-9;
+    const double gflops = step_flops / seconds * 1e-9;
     const StepMetrics m{.step = step, .loss = loss, .lr = lr, .grad_norm = norm, .ms = seconds * 1e3,
                         .tokens_per_s = tokens_per_s, .gflops = gflops,
-                        .mfu = o.peak_gflops > 0 ? 100.0 * gflops / o.peak_gflops : StepMetrics::none};
+                        .mfu = o.peak_gflops > 0 ? 100.0 * gflops / o.peak_gflops : StepMetrics::none,
+                        .train_flops = train_flops};
     log.log_train(m);
     console.train(m);
 
     const index_t done = step + 1;
-    if ((o.eval_every > 0 && done % o.eval_every == 0) || done == o.steps) {
-      val_loss = evaluate(model, ctx, o, T, config.vocab_size);
-      log.log_val(done, val_loss);
+    if (guided && plan.schedule.released(done)) {
+      console.clear();
+      release(done);
+    }
+    if ((o.eval_every > 0 && done % o.eval_every == 0) || done == plan.total_steps) {
+      val_loss = with_model([&](auto& model) {
+        if constexpr (std::is_same_v<std::remove_cvref_t<decltype(model)>, Guided>)
+          set_guides(model, plan.schedule.alpha(done));  // evaluate the deterministic blend
+        return evaluate(model, context(model), o, T, config.vocab_size);
+      });
+      log.log_val(done, val_loss, train_flops);
       console.val(done, val_loss);
     }
     if ((o.ckpt_every > 0 && done % o.ckpt_every == 0) || done == end) save(done);
   }
   console.clear();
+  if (!guided) guided_ctx = {};
 
   // ---- results -------------------------------------------------------------------------------
-  if (end < o.steps) {
-    fmt::print("stopped after step {} of {}; continue with --resume\n", end, o.steps);
+  if (end < plan.total_steps) {
+    fmt::print("stopped after step {} of {}; continue with --resume\n", end, plan.total_steps);
     return 0;
   }
-  if (std::isnan(val_loss) && o.steps > start) val_loss = evaluate(model, ctx, o, T, config.vocab_size);
+  BONSAI_CHECK(plain.has_value(), "SGT: the guides were not released by the last step");
+  Plain& model = *plain;
+  if (std::isnan(val_loss) && plan.total_steps > start)
+    val_loss = evaluate(model, plain_ctx, o, T, config.vocab_size);
   if (!std::isnan(val_loss))
     fmt::print("validation loss {:.4f}, perplexity {:.2f}\n", val_loss, std::exp(val_loss));
-  fmt::print("last step {:.0f} tokens/s, peak memory {:.0f} MiB\n", tokens_per_s,
-             double(peak_rss_kib()) / 1024.0);
+  fmt::print("training FLOPs {:.4e}, last step {:.0f} tokens/s, peak memory {:.0f} MiB\n", train_flops,
+             tokens_per_s, double(peak_rss_kib()) / 1024.0);
   if (o.sample_tokens > 0) {
     Rng rng(o.seed);
     const auto prompt = tokenizer->encode(o.prompt);
@@ -231,6 +369,15 @@ int main(int argc, char** argv) {
   app.add_option("--ffn-params", ffn_params, "choose rank/blocks as the paper does: 0.63 or 0.32");
   app.add_flag("!--structured-first-ffn", c.dense_first_ffn,
                "also structure layer 0's FFN (the paper keeps it dense)");
+  app.add_option("--sgt", o.sgt, "self-guided training of the structured FFNs: off | cosine | linear")
+      ->capture_default_str();
+  app.add_option("--sgt-ratio", o.sgt_ratio, "SGT over this fraction of the steps (--sgt-budget steps)")
+      ->capture_default_str();
+  app.add_flag("--sgt-reduce-flop", o.sgt_reduce_flop,
+               "per map and micro-batch, run the guide only with probability alpha");
+  app.add_option("--sgt-budget", o.sgt_budget,
+                 "steps: SGT within --steps; flops: extend the run so its FLOPs equal the dense model's")
+      ->capture_default_str();
   app.add_option("--batch,-b", o.batch, "sequences per micro-batch")->capture_default_str();
   app.add_option("--grad-accum", o.grad_accum, "micro-batches per step")->capture_default_str();
   app.add_option("--steps,-x", o.steps, "optimizer steps")->capture_default_str();

@@ -38,6 +38,7 @@ StepMetrics at(std::int64_t step) {
   s.ms = 250.0;
   s.tokens_per_s = 32768.0;
   s.gflops = 12.25;
+  s.train_flops = 1.5e12 * double(step + 1);
   return s;
 }
 
@@ -57,21 +58,24 @@ TEST_CASE("metrics: csv and main.log lines in the stated formats") {
     MetricsLog log(dir.path / "run");  // creates the directory
     log.log_val(0, 2.0);
     log.log_train(at(0));
+    log.log_val(1, 1.5, 1.5e12);
     StepMetrics partial = at(1);
-    partial.ms = partial.tokens_per_s = partial.gflops = StepMetrics::none;
+    partial.ms = partial.tokens_per_s = partial.gflops = partial.train_flops = StepMetrics::none;
     log.log_train(partial);
   }
   const auto csv = lines_of(dir.path / "run" / "metrics.csv");
-  REQUIRE(csv.size() == 4);
-  CHECK(csv[0] == "step,loss,val_loss,lr,grad_norm,ms,tokens_per_s,gflops,val_ppl");
-  CHECK(csv[1] == "0,,2.000000,,,,,,7.3891");
-  CHECK(csv[2] == "0,4.000000,,6.000000e-04,1.500000,250.000,32768.0,12.250,");
-  CHECK(csv[3] == "1,3.875000,,6.000000e-04,1.500000,,,,");
+  REQUIRE(csv.size() == 5);
+  CHECK(csv[0] == "step,loss,val_loss,lr,grad_norm,ms,tokens_per_s,gflops,val_ppl,train_flops");
+  CHECK(csv[1] == "0,,2.000000,,,,,,7.3891,");
+  CHECK(csv[2] == "0,4.000000,,6.000000e-04,1.500000,250.000,32768.0,12.250,,1.500000e+12");
+  CHECK(csv[3] == "1,,1.500000,,,,,,4.4817,1.500000e+12");
+  CHECK(csv[4] == "1,3.875000,,6.000000e-04,1.500000,,,,,");
   const auto log = lines_of(dir.path / "run" / "main.log");
-  REQUIRE(log.size() == 3);
+  REQUIRE(log.size() == 4);
   CHECK(log[0] == "s:0 tel:2.0000");
   CHECK(log[1] == "s:0 trl:4.0000 lr:0.000600 norm:1.50");
-  CHECK(log[2] == "s:1 trl:3.8750 lr:0.000600 norm:1.50");
+  CHECK(log[2] == "s:1 tel:1.5000");
+  CHECK(log[3] == "s:1 trl:3.8750 lr:0.000600 norm:1.50");
 }
 
 TEST_CASE("metrics: reopening appends without a second header") {

@@ -3,6 +3,7 @@
 // input features".
 #pragma once
 
+#include <span>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -35,6 +36,13 @@ struct shape {
 };
 
 namespace detail {
+
+/// A run-time shape as text: "(3, 4)"; "()" for a scalar.
+inline std::string shape_string(std::span<const index_t> dims) {
+  std::string s = "(";
+  for (std::size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
+  return s + ")";
+}
 
 template <class... Parts>
 [[noreturn]] void fail(Parts&&... parts) {

@@ -3,6 +3,7 @@
 // the same numbers with every compiler and standard library, so initialisations reproduce.
 #pragma once
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <numbers>
@@ -32,6 +33,20 @@ class Rng {
   }
 
   /// Uniform on [0, 1), 53 random bits.
+  /// Everything the generator's future depends on, to save and restore it exactly.
+  struct State {
+    std::array<std::uint64_t, 4> words{};
+    double spare = 0.0;
+    bool has_spare = false;
+    friend bool operator==(const State&, const State&) = default;
+  };
+  State state() const noexcept { return {{m_state[0], m_state[1], m_state[2], m_state[3]}, m_spare, m_has_spare}; }
+  void restore(const State& s) noexcept {
+    for (int i = 0; i < 4; ++i) m_state[i] = s.words[i];
+    m_spare = s.spare;
+    m_has_spare = s.has_spare;
+  }
+
   double uniform() noexcept { return static_cast<double>(next_u64() >> 11) * 0x1.0p-53; }
   /// Uniform on [lo, hi).
   double uniform(double lo, double hi) noexcept { return lo + (hi - lo) * uniform(); }

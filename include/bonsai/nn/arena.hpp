@@ -122,4 +122,26 @@ class ParamArena {
   Vector<T> m_values, m_grads;
 };
 
+/// For every parameter of `to` that `from` also has, copies its slice of `src` (a buffer in
+/// `from`'s layout: values, gradients or an optimizer moment) into `dst` (`to`'s layout); shapes
+/// must agree. Returns the names of `to` that `from` lacks, whose slices are left untouched.
+/// This is how a model changes type while keeping its state: a released self-guided model,
+/// a pre-merged decoder, a grown model.
+template <class T>
+std::vector<std::string> copy_by_name(const ParamArena<T>& from, const T* src, const ParamArena<T>& to,
+                                      T* dst) {
+  std::vector<std::string> missing;
+  for (const ParamSlot& t : to.slots()) {
+    const ParamSlot* f = from.find(t.name);
+    if (!f) {
+      missing.push_back(t.name);
+      continue;
+    }
+    BONSAI_CHECK(f->shape == t.shape, "copy_by_name: '", t.name, "' has shape ", detail::shape_string(f->shape),
+                 " in the source but ", detail::shape_string(t.shape), " in the target");
+    std::copy_n(src + f->offset, t.size(), dst + t.offset);
+  }
+  return missing;
+}
+
 }  // namespace bonsai

@@ -85,6 +85,7 @@ class Block {
     return m_attn.flops(batch, seq) + m_mlp.flops(batch * seq);
   }
   const MlpType& mlp() const noexcept { return m_mlp; }
+  MlpType& mlp() noexcept { return m_mlp; }
   const Attention<T>& attention() const noexcept { return m_attn; }
 
  private:

@@ -194,6 +194,7 @@ class Gpt {
 
   const std::optional<DenseBlock>& first_block() const noexcept { return m_first; }
   const std::vector<FfnBlock>& blocks() const noexcept { return m_blocks; }
+  std::vector<FfnBlock>& blocks() noexcept { return m_blocks; }
   const Embedding<T>& embedding() const noexcept { return m_embed; }
   const Norm<T>& final_norm() const noexcept { return m_ln_f; }
 

@@ -120,6 +120,23 @@ class Mlp {
   index_t flops(index_t tokens) const {
     return m_up.flops(tokens) * (m_act == ActKind::swiglu ? 2 : 1) + m_down.flops(tokens);
   }
+  /// Calls f(map) on the layer's own up, gate (swiglu) and down maps, to change what they carry
+  /// besides parameters (a SelfGuided map's a).
+  template <class F>
+  void for_each_map(F&& f) {
+    f(m_up);
+    if (m_act == ActKind::swiglu) f(m_gate);
+    f(m_down);
+  }
+
+  /// Calls f(map) with copies of the up, gate (swiglu) and down maps bound to the arena's values.
+  template <class F>
+  void for_each_bound_map(ParamArena<T>& arena, F&& f) const {
+    f(arena.bind_values(m_up, m_up_off));
+    if (m_act == ActKind::swiglu) f(arena.bind_values(m_gate, m_gate_off));
+    f(arena.bind_values(m_down, m_down_off));
+  }
+
   /// The maps bound to the arena's values (for inspection, merging and growth).
   Up up(ParamArena<T>& arena) const { return arena.bind_values(m_up, m_up_off); }
   Down down(ParamArena<T>& arena) const { return arena.bind_values(m_down, m_down_off); }

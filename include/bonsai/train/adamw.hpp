@@ -131,6 +131,19 @@ class AdamW {
   VectorView<T> m(const ParamSlot& s) { return flat(m_m.data(), s); }
   VectorView<T> v(const ParamSlot& s) { return flat(m_v.data(), s); }
 
+  /// The optimizer of `to`, a model of another type made from `from` (this optimizer's arena):
+  /// the moments of every parameter both have are carried over by name, the others start at 0;
+  /// the step count and the configuration are kept. What `from` alone had is not carried.
+  AdamW carried_to(const ParamArena<T>& from, const ParamArena<T>& to) const {
+    BONSAI_CHECK(from.size() == size(), "AdamW::carried_to: the source arena has ", from.size(),
+                 " parameters but the optimizer state was made for ", size());
+    AdamW next(to, m_config);
+    copy_by_name(from, m_m.data(), to, next.m_m.data());
+    copy_by_name(from, m_v.data(), to, next.m_v.data());
+    next.m_step = m_step;
+    return next;
+  }
+
   /// Zeroes the moments and the step count.
   void reset() noexcept {
     if (size()) {

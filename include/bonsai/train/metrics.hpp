@@ -40,6 +40,7 @@ struct StepMetrics {
   double tokens_per_s = none;  // throughput
   double gflops = none;        // achieved GFLOP/s
   double mfu = none;           // percent of the assumed peak; console only
+  double train_flops = none;   // training FLOPs of the run so far, this step included
 };
 
 namespace detail::logs {
@@ -117,13 +118,14 @@ inline std::ofstream open_append(const std::filesystem::path& path) {
 /// metrics.csv and main.log of one run directory, appended line by line and flushed after
 /// each, so a killed run loses nothing. Write them from one process (rank 0).
 ///
-/// metrics.csv has the header `step,loss,val_loss,lr,grad_norm,ms,tokens_per_s,gflops,val_ppl`;
-/// a training row leaves val_loss and val_ppl empty, a validation row fills only step, val_loss
-/// and val_ppl. Empty fields are missing values for gnuplot (`set datafile separator comma`).
+/// metrics.csv has the header
+/// `step,loss,val_loss,lr,grad_norm,ms,tokens_per_s,gflops,val_ppl,train_flops`; a training row
+/// leaves val_loss and val_ppl empty, a validation row fills only step, val_loss, val_ppl and
+/// train_flops (so runs can be compared at equal compute). Empty fields are missing values for gnuplot (`set datafile separator comma`).
 class MetricsLog {
  public:
   static constexpr std::string_view csv_header =
-      "step,loss,val_loss,lr,grad_norm,ms,tokens_per_s,gflops,val_ppl";
+      "step,loss,val_loss,lr,grad_norm,ms,tokens_per_s,gflops,val_ppl,train_flops";
 
   /// Appends to the run directory's files (created, with the directory, when missing).
   explicit MetricsLog(const std::filesystem::path& dir) : m_dir(dir) { open(); }
@@ -149,16 +151,18 @@ class MetricsLog {
     write(m_csv, csv_path(),
           format("%lld,%.6f,,%.6e,%.6f,", step, s.loss, s.lr, s.grad_norm) +
               csv_field("%.3f", s.ms) + ',' + csv_field("%.1f", s.tokens_per_s) + ',' +
-              csv_field("%.3f", s.gflops) + ',');
+              csv_field("%.3f", s.gflops) + ",," + csv_field("%.6e", s.train_flops));
     write(m_log, log_path(),
           format("s:%lld trl:%.4f lr:%.6f norm:%.2f", step, s.loss, s.lr, s.grad_norm));
   }
 
-  /// A validation loss measured at `step` (before that step's update); perplexity exp(loss).
-  void log_val(std::int64_t step, double loss) {
-    using detail::logs::format;
+  /// A validation loss measured at `step` (before that step's update); perplexity exp(loss);
+  /// train_flops: the training FLOPs spent before it, when known.
+  void log_val(std::int64_t step, double loss, double train_flops = StepMetrics::none) {
+    using detail::logs::csv_field, detail::logs::format;
     const auto st = static_cast<long long>(step);
-    write(m_csv, csv_path(), format("%lld,,%.6f,,,,,,%.4f", st, loss, std::exp(loss)));
+    write(m_csv, csv_path(), format("%lld,,%.6f,,,,,,%.4f,", st, loss, std::exp(loss)) +
+                                 csv_field("%.6e", train_flops));
     write(m_log, log_path(), format("s:%lld tel:%.4f", st, loss));
   }
 

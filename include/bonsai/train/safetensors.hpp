@@ -97,13 +97,6 @@ inline constexpr Dtype dtype_of = [] {
 
 namespace detail {
 
-/// "(3, 4)"; "()" for a scalar.
-inline std::string shape_string(std::span<const index_t> shape) {
-  std::string s = "(";
-  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + ")";
-}
-
 /// Product of the extents, or nothing on overflow of index_t.
 inline std::optional<index_t> checked_numel(std::span<const index_t> shape) {
   index_t n = 1;
