@@ -5,14 +5,19 @@
 //
 // --ckpt is a checkpoint folder (ckpt_XXXXXXXX) or a run folder (its newest checkpoint). The
 // model's configuration, FFN structure included, is read from the checkpoint's config.json.
+// Structured FFNs are pre-merged for decoding: each keeps W_merged = S.to_dense() beside its
+// factors and takes whichever path a micro-benchmark at load found faster for the call's token
+// count (--premerge auto), or the merged one up to N tokens (--premerge N), or never (off).
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
 
 #include <bonsai/bonsai.hpp>
+#include <bonsai/nn/premerge.hpp>
 #include <bonsai/nn/sampling.hpp>
 #include <bonsai/train/checkpoint.hpp>
 #include <bonsai/train/gpt_config_json.hpp>
 #include <bonsai/train/load_tokenizer.hpp>
+#include <charconv>
 #include <cstdio>
 
 using namespace bonsai;
@@ -23,6 +28,7 @@ int main(int argc, char** argv) {
   SamplingOptions opts;
   std::uint64_t seed = 1005;
   index_t samples = 1;
+  std::string premerge_mode = "auto";
   app.add_option("--ckpt", ckpt, "checkpoint folder, or a run folder (newest checkpoint)")->required();
   app.add_option("--tokenizer", tokenizer_spec, "byte, or a folder with encoder.json and vocab.bpe")
       ->capture_default_str();
@@ -32,6 +38,9 @@ int main(int argc, char** argv) {
   app.add_option("--top-k", opts.top_k, "sample among the k most likely tokens (0: all)")->capture_default_str();
   app.add_option("--samples", samples, "number of samples")->capture_default_str();
   app.add_option("--seed", seed, "sampling seed")->capture_default_str();
+  app.add_option("--premerge", premerge_mode,
+                 "structured FFNs: auto (calibrate), off, or N (merged GEMM up to N tokens)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -52,16 +61,37 @@ int main(int argc, char** argv) {
       Gpt<Map, Map> model(config);
       load_checkpoint<float>(dir, model.arena());
       const auto ids = tokenizer->encode(prompt);
-      Rng rng(seed);
-      for (index_t s = 0; s < samples; ++s) {
-        fmt::print("{}{}", s ? "\n---\n" : "", prompt);
-        generate(model, ids, opts, rng, [&](std::int32_t id) {
-          fmt::print("{}", tokenizer->decode_token(id));
-          std::fflush(stdout);
-        });
+      const auto sample = [&](auto& decoder) {
+        Rng rng(seed);
+        for (index_t s = 0; s < samples; ++s) {
+          fmt::print("{}{}", s ? "\n---\n" : "", prompt);
+          generate(decoder, ids, opts, rng, [&](std::int32_t id) {
+            fmt::print("{}", tokenizer->decode_token(id));
+            std::fflush(stdout);
+          });
+        }
+        fmt::print("\n");
+        return 0;
+      };
+      if constexpr (!std::is_same_v<Map, Dense<float>>) {
+        if (premerge_mode != "off") {
+          std::optional<PremergeThresholds> given;
+          if (premerge_mode != "auto") {
+            long long n = -1;
+            const char* end = premerge_mode.data() + premerge_mode.size();
+            const auto [ptr, ec] = std::from_chars(premerge_mode.data(), end, n);
+            BONSAI_CHECK(ec == std::errc() && ptr == end && n >= 0, "--premerge: expected auto, "
+                         "off or a token count, got '", premerge_mode, "'");
+            given = PremergeThresholds{index_t(n), index_t(n)};
+          }
+          auto merged = premerge(model, given);
+          const PremergeThresholds t = premerge_thresholds(merged);
+          fmt::print(stderr, "pre-merged FFNs: merged GEMM up to {} (up) / {} (down) tokens, "
+                     "structured above\n", t.up, t.down);
+          return sample(merged);
+        }
       }
-      fmt::print("\n");
-      return 0;
+      return sample(model);
     });
   } catch (const std::exception& e) {
     fmt::print(stderr, "generate: {}\n", e.what());

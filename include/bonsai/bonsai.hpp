@@ -18,6 +18,8 @@
 #include "structured/init.hpp"
 #include "structured/low_rank.hpp"
 #include "structured/map.hpp"
+#include "structured/pre_merged.hpp"
 #include "structured/product.hpp"
+#include "structured/self_guided.hpp"
 #include "structured/shuffle.hpp"
 #include "backend/cpu.hpp"

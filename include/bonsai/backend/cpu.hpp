@@ -5,6 +5,8 @@
 #include "cpu/gemm.hpp"
 #include "cpu/transpose.hpp"
 #include "cpu/linear.hpp"
+#include "cpu/pre_merged.hpp"
 #include "cpu/product.hpp"
+#include "cpu/self_guided.hpp"
 #include "cpu/shuffle.hpp"
 #include "lowering.hpp"

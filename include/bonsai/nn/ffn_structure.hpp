@@ -11,6 +11,8 @@
 #include "../structured/dense.hpp"
 #include "../structured/init.hpp"
 #include "../structured/low_rank.hpp"
+#include "../structured/pre_merged.hpp"
+#include "../structured/self_guided.hpp"
 #include "config.hpp"
 
 namespace bonsai {
@@ -39,6 +41,22 @@ template <class T>
 struct FfnMap<BlockShuffle<T>> {
   static BlockShuffle<T> make(index_t in, index_t out, const GptConfig& c) {
     return block_shuffle<T>(in, out, c.blocks);
+  }
+};
+
+/// A self-guided FFN map: the structure's map with a dense guide (a = 1 until set).
+template <class S>
+struct FfnMap<SelfGuided<S>> {
+  static SelfGuided<S> make(index_t in, index_t out, const GptConfig& c) {
+    return SelfGuided<S>(FfnMap<S>::make(in, out, c));
+  }
+};
+
+/// A pre-merged FFN map for decoding: the structure's map beside its merged matrix.
+template <class S>
+struct FfnMap<PreMerged<S>> {
+  static PreMerged<S> make(index_t in, index_t out, const GptConfig& c) {
+    return PreMerged<S>(FfnMap<S>::make(in, out, c));
   }
 };
 

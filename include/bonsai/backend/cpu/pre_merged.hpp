@@ -1,0 +1,97 @@
+// bonsai/backend/cpu/pre_merged.hpp — CPU lowering of PreMerged<S>: forward is S's own lowering
+// or the merged Dense one (y = epi(x W_merged^T)), picked by the token count T = x.rows(), with
+// the caller's epilogue either way. No backward: train S and merge afterwards.
+// calibrate() times both paths at T = 1, 2, 4, ... and sets the largest T up to which the merged
+// GEMM wins at every count.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <vector>
+
+#include "../../core/rng.hpp"
+#include "../../structured/pre_merged.hpp"
+#include "../lowering.hpp"
+#include "linear.hpp"
+
+namespace bonsai {
+
+template <class S>
+struct Lowering<PreMerged<S>, Host> {
+  using Map = PreMerged<S>;
+  using Merged = Dense<scalar_of<S>>;
+
+  template <class T>
+  struct Context {
+    typename Lowering<S, Host>::template Context<T> structured;
+    typename Lowering<Merged, Host>::template Context<T> merged;
+    index_t rows = 0;  // T of the last forward
+    index_t tokens() const noexcept { return rows; }
+  };
+
+  template <class T, class Epi>
+  static void forward(const Map& f, const MatrixView<const T, Host>& x, const MatrixView<T, Host>& y,
+                      Context<T>& ctx, const Epi& epi) {
+    ctx.rows = x.rows();
+    if (f.uses_merged(x.rows())) return Lowering<Merged, Host>::forward(f.merged(), x, y, ctx.merged, epi);
+    Lowering<S, Host>::forward(f.structured(), x, y, ctx.structured, epi);
+  }
+
+  template <class T, class Epi>
+  static void backward(const Map&, Context<T>&, const MatrixView<const T, Host>&, const MatrixView<T, Host>&,
+                       const Map&, const Epi&) {
+    static_assert(detail::dependent_false<T, Epi>,
+                  "PreMerged is for inference: train the structured map and merge it afterwards");
+  }
+};
+
+/// What calibrate() measured: seconds per forward of each path at every token count.
+struct PremergeCalibration {
+  std::vector<index_t> tokens;  // 1, 2, 4, ..., up to max_tokens
+  std::vector<double> structured_s, merged_s;
+  index_t max_merged_tokens = 0;  // the threshold set on the map
+};
+
+/// Times S and the merged GEMM on random x (T, in) for T = 1, 2, 4, ... <= max_tokens: a warm-up
+/// call each, then the fastest of a few repeats (more for small T, about flops_per_point merged
+/// FLOPs per path), the two paths alternating so both see the same load. Sets
+/// f.max_merged_tokens() to the largest T at which the merged path was faster, at it and at every
+/// smaller T (0 when it loses at T = 1). Merge f first; the timings do not depend on the values.
+template <class S>
+PremergeCalibration calibrate(PreMerged<S>& f, index_t max_tokens = 1024, double flops_per_point = 5e7) {
+  using T = scalar_of<S>;
+  BONSAI_CHECK(f.is_bound(), "calibrate: the map's parameters are not bound to storage");
+  BONSAI_CHECK(max_tokens >= 1, "calibrate: max_tokens = ", max_tokens, " must be positive");
+  Matrix<T> x(max_tokens, f.in_features()), y(max_tokens, f.out_features());
+  Rng rng(1005);
+  fill_normal(x.view(), rng);
+  Context<PreMerged<S>> ctx;
+  PremergeCalibration cal;
+  bool merged_wins = true;
+  for (index_t tokens = 1; tokens <= max_tokens; tokens *= 2) {
+    const auto xt = matrix_view(x.data(), tokens, f.in_features());  // the first T rows
+    const auto yt = matrix_view(y.data(), tokens, f.out_features());
+    auto seconds = [&](const auto& map, auto& c) {
+      const auto t0 = std::chrono::steady_clock::now();
+      forward(map, xt, yt, c);
+      return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    };
+    seconds(f.structured(), ctx.structured);  // warm-up: workspaces grow, caches fill
+    seconds(f.merged(), ctx.merged);
+    double s = seconds(f.structured(), ctx.structured), m = seconds(f.merged(), ctx.merged);
+    const int repeats = int(std::clamp(flops_per_point / double(f.merged().flops(tokens)), 3.0, 50.0));
+    for (int r = 1; r < repeats; ++r) {
+      s = std::min(s, seconds(f.structured(), ctx.structured));
+      m = std::min(m, seconds(f.merged(), ctx.merged));
+    }
+    cal.tokens.push_back(tokens);
+    cal.structured_s.push_back(s);
+    cal.merged_s.push_back(m);
+    merged_wins = merged_wins && m < s;
+    if (merged_wins) cal.max_merged_tokens = tokens;
+  }
+  f.set_max_merged_tokens(cal.max_merged_tokens);
+  return cal;
+}
+
+}  // namespace bonsai
