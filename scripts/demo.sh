@@ -6,16 +6,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-bash scripts/deps.sh
-bash scripts/fetch_data.sh
-cmake --preset cpu-release
-cmake --build --preset cpu-release --parallel "$(nproc)" --target prepare_data train_gpt generate
+bash scripts/setup_brown.sh
 bin=build/cpu-release/examples
-
-if [[ ! -f data/brown/gpt2/train_000000.bin ]]; then
-  "$bin/prepare_data" data/brown/brown.txt --tokenizer data/gpt2 --documents blank-line \
-    -o data/brown/gpt2
-fi
 
 rm -rf runs/demo
 "$bin/train_gpt" --train "data/brown/gpt2/train_*.bin" --val "data/brown/gpt2/val_*.bin" \
