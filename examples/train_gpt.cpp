@@ -14,6 +14,7 @@
 
 #include <bonsai/bonsai.hpp>
 #include <bonsai/nn/gpt.hpp>
+#include <bonsai/nn/premerge.hpp>
 #include <bonsai/nn/sampling.hpp>
 #include <bonsai/train/adamw.hpp>
 #include <bonsai/train/checkpoint.hpp>
@@ -335,8 +336,13 @@ int train(const Options& o, GptConfig config) {
     fmt::print("\n");
   }
   if (!o.export_hf.empty()) {
-    export_hf(o.export_hf, config, model.arena(),
-              o.tokenizer == "byte" ? std::optional<fs::path>{} : fs::path(o.tokenizer));
+    const auto tokenizer_dir = o.tokenizer == "byte" ? std::optional<fs::path>{} : fs::path(o.tokenizer);
+    if constexpr (std::is_same_v<Map, Dense<float>>) {
+      export_hf(o.export_hf, config, model.arena(), tokenizer_dir);
+    } else {
+      auto dense = merged_dense(model);  // structured FFNs multiplied out: a dense GPT-2
+      export_hf(o.export_hf, dense.config(), dense.arena(), tokenizer_dir);
+    }
     fmt::print("exported Hugging Face GPT-2 folder {}\n", o.export_hf);
   }
   return 0;
@@ -399,7 +405,8 @@ int main(int argc, char** argv) {
   app.add_flag("--resume,-y", o.resume, "continue from the newest checkpoint in --out");
   app.add_option("--stop-after", o.stop_after, "leave after N steps of this run (resume later)");
   app.add_option("--init-from,-e", o.init_from, "start from GPT-2 weights: llm.c .bin or Hugging Face folder");
-  app.add_option("--export-hf", o.export_hf, "write a Hugging Face GPT-2 folder at the end (dense models)");
+  app.add_option("--export-hf", o.export_hf,
+                 "write a Hugging Face GPT-2 folder at the end (structured FFNs merged to dense)");
   app.add_option("--sample-tokens,-g", o.sample_tokens, "tokens to generate at the end")->capture_default_str();
   app.add_option("--prompt", o.prompt, "prompt of the final sample")->capture_default_str();
   app.add_option("--seed", o.seed, "initialisation, shuffling and sampling seed")->capture_default_str();

@@ -6,7 +6,8 @@
 #                  as the dense run's FLOPs buy (more tokens, equal compute)
 #   lowrank_32_sgt the same LowRank model with SGT (cosine, reduce-flop) and the fixed-FLOPs
 #                  budget: N steps extended by the guided steps, which repeat the first data
-# all at equal training FLOPs. Writes runs/sgt/results.md (val loss, perplexity, FLOPs, wall
+# all at equal training FLOPs, reading the training windows in a seeded shuffled order (Brown is
+# ordered by genre, so repeating the "first" data must not mean repeating the news section). Writes runs/sgt/results.md (val loss, perplexity, FLOPs, wall
 # time) and runs/sgt/loss.png (validation loss against training FLOPs).
 #   bash scripts/sgt_experiment.sh [N]
 set -euo pipefail
@@ -19,7 +20,7 @@ out=runs/sgt
 mkdir -p "$out"
 common=(--train "data/brown/gpt2/train_*.bin" --val "data/brown/gpt2/val_*.bin" --tokenizer data/gpt2
         --layers 6 --d-model 384 --heads 6 --seq-len 256 --batch 8 --warmup 20 --lr 1.5e-3
-        --sample-tokens 0 --keep-ckpts 1)
+        --shuffle --sample-tokens 0 --keep-ckpts 1)
 
 # Training GFLOP per step of a model, from a one-step probe run.
 gflop_per_step() {

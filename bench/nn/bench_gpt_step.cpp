@@ -1,14 +1,18 @@
 // One GPT training step (forward, backward, AdamW) on random tokens, for the GPT-2 124M shape
 // (12 layers, d 768, B 4, T 256) and the small shape (6 layers, d 384, 6 heads, B 8, T 256),
 // both with the GPT-2 vocabulary; dense FFNs first (the baseline), then LowRank and BlockShuffle
-// at 32% of the dense FFN's parameters. Counters: tokens/s, achieved GFLOP/s (3 x forward FLOPs
-// of every GEMM and attention product) and parameters (millions). Compare each structured row's
-// tokens/s with the dense row above it; train_gpt reports a run's peak memory.
+// at 32% of the dense FFN's parameters, and LowRank 32% during self-guided training at a = 0.5,
+// the mean a of the guided phase, with reduce-flop (each guide runs with probability a, redrawn
+// every step) and without (every guide runs, blended). Counters: tokens/s, achieved GFLOP/s (3 x
+// forward FLOPs of every GEMM and attention product, averaged over the steps) and parameters
+// (millions). Compare each structured row's tokens/s with the dense row above it; train_gpt
+// reports a run's peak memory.
 #include <benchmark/benchmark.h>
 
 #include <bonsai/bonsai.hpp>
 #include <bonsai/nn/gpt.hpp>
 #include <bonsai/train/adamw.hpp>
+#include <bonsai/train/self_guided.hpp>
 #include <string>
 
 namespace {
@@ -28,28 +32,47 @@ GptConfig shape(bool gpt2_124m, FfnKind ffn) {
   return c;
 }
 
-template <class Map>
-void train_step(benchmark::State& state, bool gpt2_124m, FfnKind ffn) {
+/// Nothing to set before a step of a plain model.
+struct Plain {
+  template <class Model>
+  void operator()(Model&, Rng&) const {}
+};
+/// Self-guided training at a = 0.5, with or without reduce-flop.
+struct Guided {
+  bool reduce_flop = false;
+  template <class Model>
+  void operator()(Model& model, Rng& rng) const { set_guides(model, 0.5, reduce_flop, rng); }
+};
+
+template <class Up, class Down = Up, class Prepare = Plain>
+void train_step(benchmark::State& state, bool gpt2_124m, FfnKind ffn, Prepare prepare = {}) {
   const GptConfig c = shape(gpt2_124m, ffn);
   const index_t B = gpt2_124m ? 4 : 8, T = c.max_seq_len;
-  Gpt<Map, Map> model(c);
+  Gpt<Up, Down> model(c);
   Rng rng(1005);
   model.init(rng);
   AdamW<float> opt(model.arena());
   std::vector<std::int32_t> in(B * T), tgt(B * T);
   for (auto& t : in) t = std::int32_t(rng.uniform() * double(c.vocab_size));
   for (auto& t : tgt) t = std::int32_t(rng.uniform() * double(c.vocab_size));
-  typename Gpt<Map, Map>::Context ctx;
+  typename Gpt<Up, Down>::Context ctx;
   const TokenBatch batch{in.data(), tgt.data(), B, T};
+  double flops = 0;
+  index_t steps = 0;
   const auto step = [&] {
+    prepare(model, rng);
+    flops += 3.0 * double(model.flops(B, T));
+    ++steps;
     model.arena().zero_grads();
     model.forward(ctx, batch, 1.0f);
     model.backward(ctx);
     opt.step(model.arena(), 1e-4);
   };
   step();  // warm-up: workspaces and oneDNN's first calls
+  flops = 0;
+  steps = 0;
   for (auto _ : state) step();
-  const double flops = 3.0 * double(model.flops(B, T));
+  flops /= double(steps);
   state.counters["tokens/s"] = benchmark::Counter(double(B * T), benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["params_M"] = double(model.param_count()) * 1e-6;
@@ -68,6 +91,12 @@ void register_all() {
     benchmark::RegisterBenchmark((name + "/blockshuffle_32").c_str(), [big](benchmark::State& s) {
       train_step<BlockShuffle<float>>(s, big, FfnKind::blockshuffle);
     })->Unit(benchmark::kMillisecond)->Iterations(3)->UseRealTime();
+    for (bool reduce_flop : {true, false})
+      benchmark::RegisterBenchmark((name + "/lowrank_32_sgt" + (reduce_flop ? "_reduce_flop" : "_blend")).c_str(),
+                                   [big, reduce_flop](benchmark::State& s) {
+        using G = SelfGuided<LowRank<float>>;
+        train_step<G>(s, big, FfnKind::lowrank, Guided{reduce_flop});
+      })->Unit(benchmark::kMillisecond)->Iterations(reduce_flop ? 8 : 3)->UseRealTime();
   }
 }
 

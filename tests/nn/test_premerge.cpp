@@ -99,3 +99,43 @@ TEST_CASE("premerge calibrates thresholds within the timed token counts") {
   const auto a = decode_logits(trained, tokens, 2), b = decode_logits(merged, tokens, 2);
   for (std::size_t i = 0; i < a.size(); ++i) CHECK(std::abs(a[i] - b[i]) <= 1e-4f);
 }
+
+TEST_CASE("merged_dense is a dense model with the structured model's logits") {
+  for_each_structure([](auto s, FfnKind kind) {
+    using S = typename decltype(s)::type;
+    GptConfig c = small_config(kind);
+    c.act = ActKind::gelu;
+    Gpt<S, S> trained(c);
+    Rng rng(33);
+    trained.init(rng);
+    auto dense = merged_dense(trained);
+    CHECK(dense.config().ffn == FfnKind::dense);
+    CHECK(dense.arena().find("h.1.mlp.up.weight") != nullptr);
+    std::vector<std::int32_t> tokens(12);
+    for (auto& t : tokens) t = std::int32_t(rng.uniform() * double(c.vocab_size));
+    const auto a = decode_logits(trained, tokens, 3), b = decode_logits(dense, tokens, 3);
+    REQUIRE(a.size() == b.size());
+    for (std::size_t i = 0; i < a.size(); ++i) CHECK(std::abs(a[i] - b[i]) <= 2e-5f);
+  });
+}
+
+TEST_CASE("copy_by_name copies shared names, reports missing ones and rejects other shapes") {
+  ParamArena<float> a, b, c;
+  a.add("x", {2, 3});
+  a.add("y", {4});
+  b.add("y", {4});
+  b.add("z", {1});
+  c.add("x", {3, 2});
+  for (auto* p : {&a, &b, &c}) p->allocate();
+  for (index_t i = 0; i < a.size(); ++i) a.values()[i] = float(i);
+  const auto missing = copy_by_name(a, a.values(), b, b.values());
+  CHECK(missing == std::vector<std::string>{"z"});
+  CHECK(b.value("y").data()[3] == 9.0f);
+  CHECK(b.value("z").data()[0] == 0.0f);
+  try {
+    copy_by_name(a, a.values(), c, c.values());
+    FAIL("no error");
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()) == "copy_by_name: 'x' has shape (2, 3) in the source but (3, 2) in the target");
+  }
+}

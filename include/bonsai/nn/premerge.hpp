@@ -4,7 +4,8 @@
 // max_merged_tokens tokens and the structured chain above. The thresholds are calibrated once,
 // by timing one up and one down map of the model (every layer has the same shapes), or given.
 // The result is for decoding and evaluation; its outputs equal the trained model's up to
-// rounding at every token count.
+// rounding at every token count. merged_dense() multiplies every map out for good, giving the
+// dense model of the same function (for export to GPT-2 formats).
 #pragma once
 
 #include <optional>
@@ -53,6 +54,31 @@ PremergedGpt<SU, SD> premerge(Gpt<SU, SD>& trained, std::optional<PremergeThresh
     });
   }
   return merged;
+}
+
+/// The dense model that computes what `trained` does: every structured FFN map multiplied out
+/// (W = S.to_dense(), BlockShuffle's shuffles included), everything else copied. It is an
+/// ordinary dense GPT, so it exports to the GPT-2 formats (train/gpt2_io.hpp).
+template <class SU, class SD>
+Gpt<Dense<scalar_of<SU>>, Dense<scalar_of<SU>>> merged_dense(Gpt<SU, SD>& trained) {
+  using T = scalar_of<SU>;
+  GptConfig config = trained.config();
+  config.ffn = FfnKind::dense;
+  config.rank = config.blocks = 0;
+  Gpt<Dense<T>, Dense<T>> dense(config);
+  auto& arena = dense.arena();
+  copy_by_name(trained.arena(), trained.arena().values(), arena, arena.values());
+  const std::size_t first = trained.first_block().has_value() ? 1 : 0;
+  for (std::size_t i = 0; i < trained.blocks().size(); ++i) {
+    std::vector<Matrix<T>> merged;
+    trained.blocks()[i].mlp().for_each_bound_map(trained.arena(),
+                                                 [&](const auto& map) { merged.push_back(map.to_dense()); });
+    std::size_t k = 0;
+    dense.blocks()[first + i].mlp().for_each_bound_map(arena, [&](const auto& map) {
+      as_eigen(map.weight()) = as_eigen(merged[k++]);
+    });
+  }
+  return dense;
 }
 
 /// The thresholds a pre-merged model uses (those of its first structured layer).
