@@ -35,13 +35,21 @@ GptConfig shape(bool gpt2_124m, FfnKind ffn) {
 /// Nothing to set before a step of a plain model.
 struct Plain {
   template <class Model>
-  void operator()(Model&, Rng&) const {}
+  void operator()(Model&, Rng&) {}
 };
-/// Self-guided training at a = 0.5, with or without reduce-flop.
+/// Self-guided training at a = 0.5, with or without reduce-flop; counts the guides that ran.
 struct Guided {
   bool reduce_flop = false;
+  index_t maps = 0, active = 0;
   template <class Model>
-  void operator()(Model& model, Rng& rng) const { set_guides(model, 0.5, reduce_flop, rng); }
+  void operator()(Model& model, Rng& rng) {
+    set_guides(model, 0.5, reduce_flop, rng);
+    for (auto& block : model.blocks())
+      block.mlp().for_each_map([&](const auto& map) {
+        ++maps;
+        active += map.alpha() > 0;
+      });
+  }
 };
 
 template <class Up, class Down = Up, class Prepare = Plain>
@@ -71,11 +79,14 @@ void train_step(benchmark::State& state, bool gpt2_124m, FfnKind ffn, Prepare pr
   step();  // warm-up: workspaces and oneDNN's first calls
   flops = 0;
   steps = 0;
+  if constexpr (std::is_same_v<Prepare, Guided>) prepare.maps = prepare.active = 0;
   for (auto _ : state) step();
   flops /= double(steps);
   state.counters["tokens/s"] = benchmark::Counter(double(B * T), benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["params_M"] = double(model.param_count()) * 1e-6;
+  if constexpr (std::is_same_v<Prepare, Guided>)
+    state.counters["guides_run"] = double(prepare.active) / double(std::max<index_t>(prepare.maps, 1));
   state.SetLabel(std::string(gpt2_124m ? "gpt2-124M" : "small") + " " + to_string(ffn) + " " + cpu::gemm_library());
 }
 
