@@ -4,7 +4,7 @@
 #   gnuplot -e "runs='runs/a runs/b'; out='loss.png'" scripts/plot_loss.gp
 #
 # Variables (all optional except runs): out (default loss.png), logy=1 for a log-scale loss axis,
-# x='train_flops' to compare runs at equal compute instead of equal steps, title, width and
+# xcol='train_flops' to compare runs at equal compute instead of equal steps, title, width and
 # height in pixels (default 1000 x 600).
 # metrics.csv: step,loss,val_loss,lr,grad_norm,ms,tokens_per_s,gflops,val_ppl,train_flops; a
 # training row leaves val_loss empty, a validation row leaves loss empty (empty fields are
@@ -19,7 +19,7 @@ if (!exists("logy")) logy = 0
 if (!exists("title")) title = "loss"
 if (!exists("width")) width = 1000
 if (!exists("height")) height = 600
-if (!exists("x")) x = "step"
+if (!exists("xcol")) xcol = "step"
 
 # pngcairo draws antialiased lines; the plain libgd png terminal is the fallback.
 if (strstrt(GPVAL_TERMINALS, "pngcairo") > 0) {
@@ -34,7 +34,7 @@ set datafile missing ""
 set key top right
 set grid
 set title title noenhanced
-set xlabel (x eq "train_flops" ? "training FLOPs" : x)
+set xlabel (xcol eq "train_flops" ? "training FLOPs" : xcol)
 set ylabel "loss"
 if (logy) { set logscale y }
 
@@ -42,8 +42,8 @@ file(i) = word(runs, i) . "/metrics.csv"
 name(i) = word(runs, i)
 
 # Columns by name, so the plot keeps working if columns are added at the end.
-plot for [i=1:words(runs)] file(i) using (column(x)):(column("loss")) \
+plot for [i=1:words(runs)] file(i) using (column(xcol)):(column("loss")) \
        with lines linecolor i linewidth 1.5 title name(i) noenhanced, \
-     for [i=1:words(runs)] file(i) using (column(x)):(column("val_loss")) \
+     for [i=1:words(runs)] file(i) using (column(xcol)):(column("val_loss")) \
        with linespoints linecolor i dashtype 2 pointtype 7 pointsize 1.2 \
        title name(i) . " (val)" noenhanced

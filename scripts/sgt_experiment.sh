@@ -7,8 +7,9 @@
 #   lowrank_32_sgt the same LowRank model with SGT (cosine, reduce-flop) and the fixed-FLOPs
 #                  budget: N steps extended by the guided steps, which repeat the first data
 # all at equal training FLOPs, reading the training windows in a seeded shuffled order (Brown is
-# ordered by genre, so repeating the "first" data must not mean repeating the news section). Writes runs/sgt/results.md (val loss, perplexity, FLOPs, wall
-# time) and runs/sgt/loss.png (validation loss against training FLOPs).
+# ordered by genre, so repeating the "first" data must not mean repeating the news section).
+# Writes runs/sgt/results.md (val loss, perplexity, FLOPs, wall time) and runs/sgt/loss.png
+# (loss against training FLOPs).
 #   bash scripts/sgt_experiment.sh [N]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -44,6 +45,6 @@ run lowrank_32_sgt --ffn lowrank --ffn-params 0.32 --steps "$steps" \
   --sgt cosine --sgt-reduce-flop --sgt-budget flops
 
 python3 scripts/run_table.py "$out/dense" "$out/lowrank_32" "$out/lowrank_32_sgt" | tee "$out/results.md"
-gnuplot -e "runs='$out/dense $out/lowrank_32 $out/lowrank_32_sgt'; out='$out/loss.png'; x='train_flops'; title='Brown, 6x384: validation loss at equal training FLOPs'" \
+gnuplot -e "runs='$out/dense $out/lowrank_32 $out/lowrank_32_sgt'; out='$out/loss.png'; xcol='train_flops'; title='Brown, 6x384: validation loss at equal training FLOPs'" \
   scripts/plot_loss.gp
 echo "table: $out/results.md, plot: $out/loss.png"
