@@ -178,6 +178,9 @@ int train(const Options& o, GptConfig config) {
   const DataLoaderState loader_start = loader.state();
   const nlohmann::json config_json = gpt_config_to_json(config);
 
+  typename Guided::Context guided_ctx;  // what forward keeps for backward, per model type
+  typename Plain::Context plain_ctx;
+
   /// Replaces the guided model by the plain one: guides, their gradients and moments are freed.
   const auto release = [&](index_t step) {
     const double before = rss_mib();
@@ -185,6 +188,7 @@ int train(const Options& o, GptConfig config) {
     plain.emplace(release_guides(*guided));
     opt = opt->carried_to(guided->arena(), plain->arena());
     guided.reset();
+    guided_ctx = {};
     fmt::print("step {}: SGT released the guides: {:.2f}M -> {:.2f}M parameters, resident memory "
                "{:.0f} -> {:.0f} MiB\n", step, double(guided_params) * 1e-6,
                double(plain->param_count()) * 1e-6, before, rss_mib());
@@ -215,6 +219,8 @@ int train(const Options& o, GptConfig config) {
       fmt::print("--resume: no checkpoint in {}, starting afresh\n", o.out);
     }
   }
+  if (guided && plan.schedule.released(start)) release(start);  // T_g = 0: nothing to guide
+
   const auto save = [&](index_t step) {
     nlohmann::json state = {{"step", step}, {"adamw_step", opt->step_count()},
                             {"loader", loader.state()}, {"seed", o.seed}, {"train_flops", train_flops}};
@@ -248,8 +254,6 @@ int train(const Options& o, GptConfig config) {
   // ---- training loop -------------------------------------------------------------------------
   MetricsLog log(o.out, o.resume ? start : -1);
   ConsoleReporter console(plan.total_steps);
-  typename Guided::Context guided_ctx;
-  typename Plain::Context plain_ctx;
   const auto context = [&](auto& model) -> auto& {
     if constexpr (std::is_same_v<std::remove_cvref_t<decltype(model)>, Guided>) return guided_ctx;
     else return plain_ctx;
@@ -310,7 +314,6 @@ int train(const Options& o, GptConfig config) {
     if ((o.ckpt_every > 0 && done % o.ckpt_every == 0) || done == end) save(done);
   }
   console.clear();
-  if (!guided) guided_ctx = {};
 
   // ---- results -------------------------------------------------------------------------------
   if (end < plan.total_steps) {
