@@ -8,46 +8,28 @@
 
 #include <string>
 
-#include "dense.hpp"
-#include "map.hpp"
+#include "with_dense.hpp"
 
 namespace bonsai {
 
 template <LinearMap S>
-class PreMerged {
- public:
-  using scalar_type = scalar_of<S>;
-  using Structured = S;
-  static constexpr index_t static_in = S::static_in;
-  static constexpr index_t static_out = S::static_out;
+class PreMerged : public detail::WithDense<S> {
+  using Base = detail::WithDense<S>;
 
-  explicit PreMerged(const S& structured, index_t max_merged_tokens = 0)
-      : m_structured(structured), m_merged(structured.in_features(), structured.out_features()) {
+ public:
+  using typename Base::scalar_type;
+
+  explicit PreMerged(const S& structured, index_t max_merged_tokens = 0) : Base(structured, "merged") {
     set_max_merged_tokens(max_merged_tokens);
   }
 
-  index_t in_features() const noexcept { return m_structured.in_features(); }
-  index_t out_features() const noexcept { return m_structured.out_features(); }
-  index_t param_count() const noexcept { return m_structured.param_count() + m_merged.param_count(); }
   /// FLOPs of the path forward takes for this many tokens.
   index_t flops(index_t tokens) const noexcept {
-    return uses_merged(tokens) ? m_merged.flops(tokens) : m_structured.flops(tokens);
-  }
-  std::vector<ParamInfo> parameters() const {
-    std::vector<ParamInfo> out = m_structured.parameters();
-    out.push_back({"merged", {out_features(), in_features()}});
-    return out;
+    return uses_merged(tokens) ? this->m_dense.flops(tokens) : this->m_structured.flops(tokens);
   }
 
   /// W_merged as stored: (out, in); equals S.to_dense() once merged.
-  Matrix<scalar_type> to_dense() const { return m_merged.to_dense(); }
-
-  /// Binds S's parameters, then the merged matrix after them.
-  void bind(scalar_type* data) noexcept {
-    m_structured.bind(data);
-    m_merged.bind(data ? data + m_structured.param_count() : nullptr);
-  }
-  bool is_bound() const noexcept { return m_structured.is_bound() && m_merged.is_bound(); }
+  Matrix<scalar_type> to_dense() const { return this->m_dense.to_dense(); }
 
   /// Calls with at most this many tokens use the merged GEMM; 0 (the default) never does.
   index_t max_merged_tokens() const noexcept { return m_max_merged_tokens; }
@@ -57,14 +39,10 @@ class PreMerged {
   }
   bool uses_merged(index_t tokens) const noexcept { return tokens > 0 && tokens <= m_max_merged_tokens; }
 
-  /// The structured map S, bound to the same storage.
-  const S& structured() const noexcept { return m_structured; }
   /// W_merged (out, in) as a Dense map bound to its storage.
-  const Dense<scalar_type>& merged() const noexcept { return m_merged; }
+  const Dense<scalar_type>& merged() const noexcept { return this->m_dense; }
 
  private:
-  S m_structured;
-  Dense<scalar_type> m_merged;
   index_t m_max_merged_tokens = 0;
 };
 
