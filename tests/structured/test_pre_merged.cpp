@@ -90,8 +90,6 @@ TEST_CASE("PreMerged parameters, counts and FLOPs of the chosen path") {
   CHECK(f.flops(5) == 2 * 5 * 28);
   CHECK(PreMerged(LowRank<float>(8, 6, 2)).max_merged_tokens() == 0);
   CHECK_FALSE(PreMerged(LowRank<float>(8, 6, 2)).uses_merged(1));
-  CHECK(is_pre_merged<PreMerged<LowRank<float>>>);
-  CHECK_FALSE(is_pre_merged<LowRank<float>>);
 
   const auto bs = block_shuffle<double>(12, 20, 2);
   const PreMerged<BlockShuffle<double>> g(bs, 1);

@@ -6,8 +6,6 @@
 // S + in*out; forward FLOPs those of the path T selects. For inference only: no backward.
 #pragma once
 
-#include <string>
-
 #include "with_dense.hpp"
 
 namespace bonsai {
@@ -45,11 +43,6 @@ class PreMerged : public detail::WithDense<S> {
  private:
   index_t m_max_merged_tokens = 0;
 };
-
-template <class M>
-inline constexpr bool is_pre_merged = false;
-template <class S>
-inline constexpr bool is_pre_merged<PreMerged<S>> = true;
 
 /// W_merged <- S.to_dense() (for BlockShuffle with both shuffles); call after S is trained.
 template <class S>

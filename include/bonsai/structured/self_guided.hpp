@@ -7,8 +7,6 @@
 // S + in*out; forward FLOPs those of the paths a selects.
 #pragma once
 
-#include <string>
-
 #include "with_dense.hpp"
 
 namespace bonsai {
@@ -50,10 +48,5 @@ class SelfGuided : public detail::WithDense<S> {
  private:
   double m_alpha = 1.0;
 };
-
-template <class M>
-inline constexpr bool is_self_guided = false;
-template <class S>
-inline constexpr bool is_self_guided<SelfGuided<S>> = true;
 
 }  // namespace bonsai
