@@ -6,7 +6,7 @@
 #include "cpu/transpose.hpp"
 #include "cpu/linear.hpp"
 #include "cpu/pre_merged.hpp"
-#include "cpu/product.hpp"
+#include "product.hpp"
 #include "cpu/self_guided.hpp"
 #include "cpu/shuffle.hpp"
 #include "lowering.hpp"

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdlib>
+#include <cstring>
 #include <new>
 
 #include "error.hpp"
@@ -20,7 +21,7 @@ struct Device {
   static constexpr const char* name = "device";
 };
 
-/// Allocates raw bytes in a memory space. backend/cuda specialises it for Device.
+/// Allocates and zeroes raw bytes in a memory space. backend/cuda specialises it for Device.
 template <class Space>
 struct Allocator {
   static_assert(detail::dependent_false<Space>,
@@ -40,6 +41,7 @@ struct Allocator<Host> {
     return p;
   }
   static void deallocate(void* p) noexcept { std::free(p); }
+  static void zero(void* p, std::size_t bytes) noexcept { std::memset(p, 0, bytes); }
 };
 
 }  // namespace bonsai

@@ -24,7 +24,7 @@ class Tensor {
   using Shape = std::array<index_t, Rank>;
 
   Tensor() = default;
-  /// Allocates `shape`; host tensors start zeroed.
+  /// Allocates `shape`, zeroed.
   explicit Tensor(const Shape& shape) : m_shape(shape) {
     index_t n = 1;
     for (index_t e : shape) {
@@ -32,8 +32,7 @@ class Tensor {
       n *= e;
     }
     m_data.reset(static_cast<T*>(Allocator<Space>::allocate(sizeof(T) * n)));
-    if constexpr (std::is_same_v<Space, Host>)
-      if (n) std::memset(m_data.get(), 0, sizeof(T) * n);
+    if (n) Allocator<Space>::zero(m_data.get(), sizeof(T) * n);
   }
   template <class... I>
     requires(sizeof...(I) == Rank && (std::is_integral_v<I> && ...))

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Builds the CUDA backend, runs every CUDA test and benchmark on this machine's GPU, measures the
+# same FFN shapes (and a GPT-2 124M training step) in PyTorch when it is installed, and prints a
+# short table last. Full logs and JSON/CSV results go to the output folder.
+#
+#   scripts/gpu_check.sh [--prebuilt DIR] [--out DIR] [--torch none|eager|all] [--torch-part ffn|gpt2|all]
+#                        [--dims 2048,4096,5120] [--bench-filter REGEX]
+#
+# --prebuilt DIR  run test_cuda_* and bench_cuda_* found in DIR instead of building (for a GPU
+#                 machine without the build dependencies; build with `cmake --preset cuda
+#                 -DBONSAI_MARCH_NATIVE=OFF` and `--target bonsai_cuda_all` elsewhere).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+prebuilt="" out="gpu_check" torch_mode="all" torch_part="all" dims="2048,4096,5120" filter="."
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --prebuilt) prebuilt="$2"; shift 2 ;;
+    --out) out="$2"; shift 2 ;;
+    --torch) torch_mode="$2"; shift 2 ;;
+    --torch-part) torch_part="$2"; shift 2 ;;
+    --dims) dims="$2"; shift 2 ;;
+    --bench-filter) filter="$2"; shift 2 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) echo "gpu_check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+mkdir -p "$out"
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
+
+if [[ -n "$prebuilt" ]]; then
+  bin_tests=("$prebuilt"/test_cuda_*)
+  bin_benches=("$prebuilt"/bench_cuda_*)
+  export LD_LIBRARY_PATH="$prebuilt${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+else
+  cmake --preset cuda
+  cmake --build build/cuda --target bonsai_cuda_all --parallel "$(nproc)"
+  mapfile -t bin_tests < <(find build/cuda/tests -maxdepth 2 -type f -name 'test_cuda_*' -perm -u+x | sort)
+  mapfile -t bin_benches < <(find build/cuda/bench -maxdepth 2 -type f -name 'bench_cuda_*' -perm -u+x | sort)
+fi
+
+status=0
+: > "$out/tests.txt"
+for t in "${bin_tests[@]}"; do
+  echo "== $(basename "$t")" | tee -a "$out/tests.txt"
+  if ! "$t" 2>&1 | tee -a "$out/tests.txt" | tail -4; then status=1; fi
+done
+
+for b in "${bin_benches[@]}"; do
+  name=$(basename "$b")
+  echo "== $name"
+  "$b" --benchmark_filter="$filter" --benchmark_out="$out/$name.json" --benchmark_out_format=json \
+    2>&1 | tee "$out/$name.txt" || status=1
+done
+
+if [[ "$torch_mode" != "none" ]] && python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+  backends=eager
+  [[ "$torch_mode" == "all" ]] && backends=eager,compile
+  PYTHONUNBUFFERED=1 python3 scripts/torch_ffn.py --part "$torch_part" --dims "$dims" \
+    --backends "$backends" --csv "$out/torch.csv" 2>&1 | tee "$out/torch.txt" || status=1
+fi
+
+python3 scripts/gpu_table.py "$out" || status=1
+exit $status
