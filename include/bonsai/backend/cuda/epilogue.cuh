@@ -9,6 +9,10 @@
 #pragma once
 
 #include <algorithm>
+#include <cstdint>
+#include <initializer_list>
+#include <type_traits>
+#include <utility>
 
 #include "../../core/tensor.hpp"
 #include "../epilogue.hpp"
@@ -182,6 +186,202 @@ __global__ void __launch_bounds__(epilogue_threads)
   }
 }
 
+/// 16 bytes of T: one vector load or store.
+template <class T>
+struct alignas(16) Vec16 {
+  static constexpr int size = 16 / sizeof(T);
+  T v[size];
+};
+
+/// The fast path when one side of the (a, b) view has S ≤ 4 elements (S = 1: the identity).
+/// Each thread owns V = 16 / sizeof(T) consecutive positions g0..g0+V-1 of the long side (length
+/// L) and all S of the short side: S*V elements, which are one contiguous run on the "grouped"
+/// side ((g0 + v) S + s) and S runs of V on the "strided" side (s L + g0 + v); both are 16-byte
+/// vectors. For Shuffle(a, b) with a = S the output is grouped, with b = S the input is.
+struct VecGrid {
+  index_t L, rows_per_chunk, chunks, groups;
+};
+
+template <class T, int S>
+__device__ __forceinline__ void load_grouped(const T* p, float (&val)[S][Vec16<T>::size]) {
+  constexpr int V = Vec16<T>::size;
+#pragma unroll
+  for (int q = 0; q < S; ++q) {
+    const Vec16<T> w = reinterpret_cast<const Vec16<T>*>(p)[q];
+#pragma unroll
+    for (int e = 0; e < V; ++e) val[(q * V + e) % S][(q * V + e) / S] = static_cast<float>(w.v[e]);
+  }
+}
+template <class T, int S>
+__device__ __forceinline__ void load_strided(const T* p, index_t L, float (&val)[S][Vec16<T>::size]) {
+  constexpr int V = Vec16<T>::size;
+#pragma unroll
+  for (int s = 0; s < S; ++s) {
+    const Vec16<T> w = *reinterpret_cast<const Vec16<T>*>(p + s * L);
+#pragma unroll
+    for (int e = 0; e < V; ++e) val[s][e] = static_cast<float>(w.v[e]);
+  }
+}
+template <class T, int S>
+__device__ __forceinline__ void store_grouped(T* p, const float (&val)[S][Vec16<T>::size]) {
+  constexpr int V = Vec16<T>::size;
+#pragma unroll
+  for (int q = 0; q < S; ++q) {
+    Vec16<T> w;
+#pragma unroll
+    for (int e = 0; e < V; ++e) w.v[e] = static_cast<T>(val[(q * V + e) % S][(q * V + e) / S]);
+    reinterpret_cast<Vec16<T>*>(p)[q] = w;
+  }
+}
+template <class T, int S>
+__device__ __forceinline__ void store_strided(T* p, index_t L, const float (&val)[S][Vec16<T>::size]) {
+  constexpr int V = Vec16<T>::size;
+#pragma unroll
+  for (int s = 0; s < S; ++s) {
+    Vec16<T> w;
+#pragma unroll
+    for (int e = 0; e < V; ++e) w.v[e] = static_cast<T>(val[s][e]);
+    *reinterpret_cast<Vec16<T>*>(p + s * L) = w;
+  }
+}
+
+/// Output position of element (s, v) of the thread whose long-side run starts at g0.
+template <int S, bool OutGrouped>
+__device__ __forceinline__ index_t out_index(index_t g0, index_t L, int s, int v) {
+  return OutGrouped ? (g0 + v) * S + s : s * L + g0 + v;
+}
+
+template <class T, int S, bool OutGrouped, bool Gelu, bool HasBias>
+__global__ void __launch_bounds__(epilogue_threads)
+    epilogue_forward_vec_kernel(const T* acc, index_t ld_acc, T* y, index_t ld_y, T* pre, const T* bias,
+                                index_t rows, VecGrid g) {
+  constexpr int V = Vec16<T>::size;
+  const index_t group = blockIdx.x * index_t(blockDim.x) + threadIdx.x;
+  if (group >= g.groups) return;
+  const index_t g0 = group * V, L = g.L, n = S * L;
+  const index_t base_out = OutGrouped ? g0 * S : g0;   // where this thread's output run starts
+  const index_t base_in = OutGrouped ? g0 : g0 * S;
+  float b[S][V];
+  if constexpr (HasBias) {
+    if constexpr (OutGrouped) load_grouped<T, S>(bias + base_out, b);
+    else load_strided<T, S>(bias + base_out, L, b);
+  }
+  const index_t r0 = blockIdx.y * g.rows_per_chunk;
+  const index_t r1 = r0 + g.rows_per_chunk < rows ? r0 + g.rows_per_chunk : rows;
+  for (index_t r = r0; r < r1; ++r) {
+    float val[S][V];
+    if constexpr (OutGrouped) load_strided<T, S>(acc + r * ld_acc + base_in, L, val);
+    else load_grouped<T, S>(acc + r * ld_acc + base_in, val);
+#pragma unroll
+    for (int s = 0; s < S; ++s)
+#pragma unroll
+      for (int v = 0; v < V; ++v)
+        if constexpr (HasBias) val[s][v] += b[s][v];
+    if constexpr (Gelu) {
+      if constexpr (OutGrouped) store_grouped<T, S>(pre + r * n + base_out, val);
+      else store_strided<T, S>(pre + r * n + base_out, L, val);
+#pragma unroll
+      for (int s = 0; s < S; ++s)
+#pragma unroll
+        for (int v = 0; v < V; ++v) val[s][v] = gelu_f(val[s][v]);
+    }
+    if constexpr (OutGrouped) store_grouped<T, S>(y + r * ld_y + base_out, val);
+    else store_strided<T, S>(y + r * ld_y + base_out, L, val);
+  }
+}
+
+template <class T, int S, bool OutGrouped, bool Gelu, bool DBias>
+__global__ void __launch_bounds__(epilogue_threads)
+    epilogue_backward_vec_kernel(const T* dy, index_t ld_dy, const T* pre, T* dx, index_t ld_dx,
+                                 float* partials, index_t rows, VecGrid g) {
+  constexpr int V = Vec16<T>::size;
+  const index_t group = blockIdx.x * index_t(blockDim.x) + threadIdx.x;
+  if (group >= g.groups) return;
+  const index_t g0 = group * V, L = g.L, n = S * L;
+  const index_t base_out = OutGrouped ? g0 * S : g0;
+  const index_t base_in = OutGrouped ? g0 : g0 * S;
+  float part[S][V] = {};
+  const index_t r0 = blockIdx.y * g.rows_per_chunk;
+  const index_t r1 = r0 + g.rows_per_chunk < rows ? r0 + g.rows_per_chunk : rows;
+  for (index_t r = r0; r < r1; ++r) {
+    float val[S][V];
+    if constexpr (OutGrouped) load_grouped<T, S>(dy + r * ld_dy + base_out, val);
+    else load_strided<T, S>(dy + r * ld_dy + base_out, L, val);
+    if constexpr (Gelu) {
+      float u[S][V];
+      if constexpr (OutGrouped) load_grouped<T, S>(pre + r * n + base_out, u);
+      else load_strided<T, S>(pre + r * n + base_out, L, u);
+#pragma unroll
+      for (int s = 0; s < S; ++s)
+#pragma unroll
+        for (int v = 0; v < V; ++v) val[s][v] *= gelu_grad_f(u[s][v]);
+    }
+    if constexpr (DBias) {
+#pragma unroll
+      for (int s = 0; s < S; ++s)
+#pragma unroll
+        for (int v = 0; v < V; ++v) part[s][v] += val[s][v];
+    }
+    if (dx) {
+      if constexpr (OutGrouped) store_strided<T, S>(dx + r * ld_dx + base_in, L, val);
+      else store_grouped<T, S>(dx + r * ld_dx + base_in, val);
+    }
+  }
+  if constexpr (DBias) {
+    float* p = partials + blockIdx.y * n;
+#pragma unroll
+    for (int s = 0; s < S; ++s)
+#pragma unroll
+      for (int v = 0; v < V; ++v) p[out_index<S, OutGrouped>(g0, L, s, v)] = part[s][v];
+  }
+}
+
+/// The vector path's shape: S (1, 2 or 4; 0 when it does not apply), whether the output is
+/// the grouped side, and L.
+struct VecShape {
+  int S = 0;
+  bool out_grouped = true;
+  index_t L = 0;
+};
+template <class T>
+VecShape vec_shape(RowLayout layout, index_t n, std::initializer_list<std::pair<const void*, index_t>> operands) {
+  constexpr index_t V = Vec16<T>::size;
+  VecShape v;
+  if (layout.is_identity()) v = {1, true, n};
+  else if (layout.a <= 4) v = {static_cast<int>(layout.a), true, layout.b};
+  else if (layout.b <= 4) v = {static_cast<int>(layout.b), false, layout.a};
+  else return {};
+  if (v.S == 3 || v.L % V != 0) return {};
+  for (auto [p, ld] : operands)
+    if (p && (reinterpret_cast<std::uintptr_t>(p) % 16 != 0 || (ld * index_t(sizeof(T))) % 16 != 0)) return {};
+  return v;
+}
+
+inline VecGrid vec_grid(index_t L, index_t V, index_t rows, int sms) {
+  VecGrid g;
+  g.L = L;
+  g.groups = L / V;
+  const index_t blocks_x = (g.groups + epilogue_threads - 1) / epilogue_threads;
+  const index_t target = index_t(sms) * 8;
+  g.chunks = std::clamp<index_t>((target + blocks_x - 1) / blocks_x, 1, std::max<index_t>(rows, 1));
+  g.rows_per_chunk = (rows + g.chunks - 1) / g.chunks;
+  g.chunks = rows > 0 ? (rows + g.rows_per_chunk - 1) / g.rows_per_chunk : 0;
+  return g;
+}
+
+/// Calls f(std::integral_constant<int, S>, std::bool_constant<OutGrouped>) for a run-time shape.
+template <class F>
+void dispatch_vec(const VecShape& v, F&& f) {
+  switch (v.S * 2 + (v.out_grouped ? 1 : 0)) {
+    case 3: f(std::integral_constant<int, 1>{}, std::true_type{}); break;
+    case 5: f(std::integral_constant<int, 2>{}, std::true_type{}); break;
+    case 4: f(std::integral_constant<int, 2>{}, std::false_type{}); break;
+    case 9: f(std::integral_constant<int, 4>{}, std::true_type{}); break;
+    case 8: f(std::integral_constant<int, 4>{}, std::false_type{}); break;
+    default: ::bonsai::detail::fail("epilogue: no vector kernel for S = ", v.S);
+  }
+}
+
 /// dbias[o] += sum over chunks c (in order) of partials[c, o].
 template <class T>
 __global__ void reduce_partials_kernel(const float* partials, index_t chunks, index_t n, T* dbias) {
@@ -210,6 +410,18 @@ void epilogue_forward(const Epi& epi, const MatrixView<const T, Device>& acc, Ro
   if constexpr (gelu) pre = state.pre.reserve(rows * n);
   const T* b = nullptr;
   if constexpr (bias) b = epi.bias.data();
+  const auto vs = detail::vec_shape<T>(layout, n, {{acc.data(), acc.ld()}, {y.data(), y.ld()}, {pre, n}, {b, 0}});
+  if (vs.S > 0) {
+    const auto g = detail::vec_grid(vs.L, detail::Vec16<T>::size, rows, runtime().multiprocessors());
+    const dim3 grid(static_cast<unsigned>((g.groups + detail::epilogue_threads - 1) / detail::epilogue_threads),
+                    static_cast<unsigned>(g.chunks));
+    detail::dispatch_vec(vs, [&](auto S, auto out_grouped) {
+      detail::epilogue_forward_vec_kernel<T, decltype(S)::value, decltype(out_grouped)::value, gelu, bias>
+          <<<grid, detail::epilogue_threads, 0, runtime().stream()>>>(acc.data(), acc.ld(), y.data(), y.ld(), pre, b, rows, g);
+    });
+    BONSAI_CUDA_CHECK_LAUNCH("epilogue_forward_vec_kernel");
+    return;
+  }
   const detail::TileGrid g(layout, n, rows, runtime().multiprocessors());
   const dim3 grid(static_cast<unsigned>(g.tiles), static_cast<unsigned>(g.chunks));
   detail::epilogue_forward_kernel<T, gelu, bias>
@@ -261,23 +473,45 @@ MatrixView<const T, Device> epilogue_backward(const Epi& epi, const MatrixView<c
     BONSAI_CHECK(state.tokens == rows && state.width == n, "backward: the epilogue saved ",
                  shape{state.tokens, state.width}, " in forward but dy has shape ", shape{rows, n});
   if (rows > 0 && n > 0) {
-    const detail::TileGrid g(layout, n, rows, runtime().multiprocessors());
-    float* partials = want_dbias ? state.partials.reserve(g.chunks * n) : nullptr;
     const T* pre = gelu ? state.pre.data() : nullptr;
     T* dx = write ? target.data() : nullptr;
     const index_t ld_dx = write ? target.ld() : 0;
-    const dim3 grid(static_cast<unsigned>(g.tiles), static_cast<unsigned>(g.chunks));
-    auto launch = [&](auto kernel) {
-      kernel<<<grid, detail::epilogue_threads, g.shared_bytes(), runtime().stream()>>>(
-          dy.data(), dy.ld(), pre, dx, ld_dx, partials, rows, g);
-      BONSAI_CUDA_CHECK_LAUNCH("epilogue_backward_kernel");
-    };
-    if (want_dbias) launch(detail::epilogue_backward_kernel<T, gelu, true>);
-    else launch(detail::epilogue_backward_kernel<T, gelu, false>);
+    const int sms = runtime().multiprocessors();
+    float* partials = nullptr;
+    index_t chunks = 0;
+    const auto vs = detail::vec_shape<T>(layout, n, {{dy.data(), dy.ld()}, {pre, n}, {dx, ld_dx}});
+    if (vs.S > 0) {
+      const auto g = detail::vec_grid(vs.L, detail::Vec16<T>::size, rows, sms);
+      chunks = g.chunks;
+      partials = want_dbias ? state.partials.reserve(chunks * n) : nullptr;
+      const dim3 grid(static_cast<unsigned>((g.groups + detail::epilogue_threads - 1) / detail::epilogue_threads),
+                      static_cast<unsigned>(g.chunks));
+      detail::dispatch_vec(vs, [&](auto S, auto out_grouped) {
+        auto launch = [&](auto kernel) {
+          kernel<<<grid, detail::epilogue_threads, 0, runtime().stream()>>>(dy.data(), dy.ld(), pre, dx, ld_dx,
+                                                                           partials, rows, g);
+        };
+        if (want_dbias) launch(detail::epilogue_backward_vec_kernel<T, decltype(S)::value, decltype(out_grouped)::value, gelu, true>);
+        else launch(detail::epilogue_backward_vec_kernel<T, decltype(S)::value, decltype(out_grouped)::value, gelu, false>);
+      });
+      BONSAI_CUDA_CHECK_LAUNCH("epilogue_backward_vec_kernel");
+    } else {
+      const detail::TileGrid g(layout, n, rows, sms);
+      chunks = g.chunks;
+      partials = want_dbias ? state.partials.reserve(chunks * n) : nullptr;
+      const dim3 grid(static_cast<unsigned>(g.tiles), static_cast<unsigned>(g.chunks));
+      auto launch = [&](auto kernel) {
+        kernel<<<grid, detail::epilogue_threads, g.shared_bytes(), runtime().stream()>>>(
+            dy.data(), dy.ld(), pre, dx, ld_dx, partials, rows, g);
+        BONSAI_CUDA_CHECK_LAUNCH("epilogue_backward_kernel");
+      };
+      if (want_dbias) launch(detail::epilogue_backward_kernel<T, gelu, true>);
+      else launch(detail::epilogue_backward_kernel<T, gelu, false>);
+    }
     if constexpr (epilogue::has_bias<Epi>) {
       if (want_dbias) {
         detail::reduce_partials_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, runtime().stream()>>>(
-            partials, g.chunks, n, epi.dbias.data());
+            partials, chunks, n, epi.dbias.data());
         BONSAI_CUDA_CHECK_LAUNCH("reduce_partials_kernel");
       }
     }
