@@ -8,3 +8,12 @@ bash scripts/fetch_data.sh  # GPT-2 tokenizer files for the tokenizer tests
 cmake --preset cpu-release
 cmake --build --preset cpu-release --parallel "$(nproc)"
 ctest --preset cpu-release --output-on-failure -j2
+
+# The CUDA backend is compiled wherever nvcc is installed, so it cannot rot on machines without
+# a GPU; its tests skip themselves when no device is present (scripts/gpu_check.sh runs them and
+# the CUDA benchmarks on a GPU machine).
+if [[ -x /usr/local/cuda/bin/nvcc ]] || command -v nvcc >/dev/null 2>&1; then
+  cmake --preset cuda -DBONSAI_BUILD_EIGEN_TWINS=OFF
+  cmake --build build/cuda --target bonsai_cuda_all --parallel "$(nproc)"
+  ctest --test-dir build/cuda -R '^cuda: ' --output-on-failure -j2 --no-tests=error
+fi

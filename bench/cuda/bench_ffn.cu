@@ -4,7 +4,8 @@
 // Timed with CUDA events (UseManualTime). Counters: TFLOP/s (2 x weights x tokens per forward,
 // x3 with backward), tokens/s, the parameter share, the speed-up over the dense pair of the
 // same width and mode, and for the dense forward its share of the plain cuBLASLt GEMM rate of
-// the same up-projection shape (gemm/... rows, measured first in the same run).
+// the same up-projection shape (gemm/... rows, measured first in the same run). --autotune
+// lets every GEMM shape pick the fastest of cuBLASLt's candidate algorithms by timing.
 #include <benchmark/benchmark.h>
 
 #include <bonsai/cuda.hpp>
@@ -209,6 +210,15 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "bench_cuda_ffn: no CUDA device\n");
     return 0;
   }
+  // --autotune: time cuBLASLt's candidate algorithms for every GEMM shape (cuda::set_autotune).
+  bool autotune = false;
+  int kept = 1;
+  for (int i = 1; i < argc; ++i) {
+    if (std::string(argv[i]) == "--autotune") autotune = true;
+    else argv[kept++] = argv[i];
+  }
+  argc = kept;
+  cuda::set_autotune(autotune);
   register_all();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
@@ -216,6 +226,7 @@ int main(int argc, char** argv) {
   BONSAI_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   benchmark::AddCustomContext("device", prop.name);
   benchmark::AddCustomContext("precision", "bf16, fp32 accumulation");
+  benchmark::AddCustomContext("gemm_autotune", autotune ? "on" : "off");
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

@@ -12,4 +12,5 @@
 #include "backend/cuda/epilogue.cuh"
 #include "backend/cuda/linear.cuh"
 #include "backend/cuda/shuffle.cuh"
+#include "backend/cuda/norm.cuh"
 #include "backend/product.hpp"

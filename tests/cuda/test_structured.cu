@@ -188,6 +188,14 @@ TEST_CASE("cuda: BlockShuffle matches the CPU reference") {
   check_all("BlockShuffle 64 -> 256, B 2", []<class T>() { return block_shuffle<T>(64, 256, 2); });
 }
 
+TEST_CASE("cuda: autotuned GEMMs match the CPU reference") {
+  SKIP_WITHOUT_DEVICE();
+  cuda::set_autotune(true);
+  check_all("Dense 96 -> 160, autotuned", []<class T>() { return Dense<T>(96, 160); });
+  check_all("BlockShuffle 128 -> 192, B 4, autotuned", []<class T>() { return block_shuffle<T>(128, 192, 4); });
+  cuda::set_autotune(false);
+}
+
 TEST_CASE("cuda: host-device copies round-trip and convert") {
   SKIP_WITHOUT_DEVICE();
   Rng rng(7);

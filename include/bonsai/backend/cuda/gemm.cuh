@@ -109,6 +109,43 @@ inline std::unordered_map<PlanKey, std::unique_ptr<Plan>, PlanKeyHash>& plan_cac
   return cache;
 }
 
+/// Times each candidate (one warm-up and three timed runs, into scratch output so that C is
+/// untouched) and returns the fastest algorithm.
+template <class T>
+cublasLtMatmulAlgo_t fastest(Runtime& rt, const Plan& plan, const T* a, const T* b, const MatrixView<T, Device>& c,
+                             const Batch& batch, const cublasLtMatmulHeuristicResult_t* results, int count) {
+  const index_t span = (batch.count > 1 ? batch.stride_c * (batch.count - 1) : 0) + (c.rows() - 1) * c.ld() + c.cols();
+  Tensor<T, 1, Device> scratch(span);
+  cudaEvent_t start, stop;
+  BONSAI_CUDA_CHECK(cudaEventCreate(&start));
+  BONSAI_CUDA_CHECK(cudaEventCreate(&stop));
+  const float alpha = 1.0f, beta = 0.0f;
+  float best_ms = 0;
+  int best = 0;
+  for (int i = 0; i < count; ++i) {
+    auto run = [&] {
+      return cublasLtMatmul(rt.lt(), plan.desc, &alpha, b, plan.a, a, plan.b, &beta, scratch.data(), plan.c,
+                            scratch.data(), plan.c, &results[i].algo, rt.workspace(), Runtime::workspace_bytes,
+                            rt.stream());
+    };
+    if (run() != CUBLAS_STATUS_SUCCESS) continue;
+    BONSAI_CUDA_CHECK(cudaEventRecord(start, rt.stream()));
+    bool ok = true;
+    for (int r = 0; r < 3; ++r) ok = ok && run() == CUBLAS_STATUS_SUCCESS;
+    BONSAI_CUDA_CHECK(cudaEventRecord(stop, rt.stream()));
+    BONSAI_CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0;
+    BONSAI_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    if (ok && (best_ms == 0 || ms < best_ms)) {
+      best_ms = ms;
+      best = i;
+    }
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return results[best].algo;
+}
+
 }  // namespace detail
 
 /// C = alpha op(A) op(B) + beta C on this thread's stream. Returns false, computing nothing,
@@ -145,7 +182,7 @@ bool gemm(float alpha, const MatrixView<const std::type_identity_t<T>, Device>& 
            batch.count > 1 ? batch.stride_a : 0, batch.count > 1 ? batch.stride_b : 0,
            batch.count > 1 ? batch.stride_c : 0, align_a, align_b, align_c,
            static_cast<int>(epi.kind), epi.aux_ld, epi.bias_batch_stride, epi.aux_batch_stride,
-           reinterpret_cast<std::intptr_t>(rt.lt()), 0, 0};
+           reinterpret_cast<std::intptr_t>(rt.lt()), rt.autotune() ? 1 : 0, 0};
   auto& slot = detail::plan_cache()[key];
   if (!slot) {
     auto plan = std::make_unique<detail::Plan>();
@@ -182,13 +219,24 @@ bool gemm(float alpha, const MatrixView<const std::type_identity_t<T>, Device>& 
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &align_b, sizeof align_b);
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &align_c, sizeof align_c);
     cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c, sizeof align_c);
-    cublasLtMatmulHeuristicResult_t result{};
+    constexpr int max_candidates = 8;
+    cublasLtMatmulHeuristicResult_t results[max_candidates]{};
     int returned = 0;
-    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(rt.lt(), plan->desc, plan->a, plan->b, plan->c,
-                                                             plan->c, pref, 1, &result, &returned);
+    const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(rt.lt(), plan->desc, plan->a, plan->b, plan->c, plan->c,
+                                                             pref, rt.autotune() ? max_candidates : 1, results,
+                                                             &returned);
     cublasLtMatmulPreferenceDestroy(pref);
     plan->found = st == CUBLAS_STATUS_SUCCESS && returned > 0;
-    if (plan->found) plan->algo = result.algo;
+    if (plan->found) {
+      plan->algo = results[0].algo;
+      if (returned > 1) {
+        if (epi.kind != GemmEpilogue::Kind::none)
+          detail::set_attr(plan->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, epi.bias);
+        if (epi.kind == GemmEpilogue::Kind::bias_gelu)
+          detail::set_attr(plan->desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, epi.aux);
+        plan->algo = detail::fastest(rt, *plan, a.data(), b.data(), c, batch, results, returned);
+      }
+    }
     slot = std::move(plan);
   }
   detail::Plan& plan = *slot;

@@ -54,6 +54,11 @@ class Runtime {
   cublasLtHandle_t lt() const noexcept { return m_lt; }
   void* workspace() const noexcept { return m_workspace; }
   int multiprocessors() const noexcept { return m_sms; }
+  /// With autotuning on, the first GEMM of each shape times cuBLASLt's best few candidate
+  /// algorithms and keeps the fastest (off by default: the choice can differ between processes,
+  /// and with it the rounding of the results).
+  bool autotune() const noexcept { return m_autotune; }
+  void set_autotune(bool on) noexcept { m_autotune = on; }
 
  private:
   cublasLtHandle_t m_lt = nullptr;
@@ -61,6 +66,7 @@ class Runtime {
   cudaStream_t m_stream = nullptr;
   Math m_math = Math::fp32;
   int m_sms = 1;
+  bool m_autotune = false;
 };
 
 /// This thread's runtime.
@@ -71,6 +77,7 @@ inline Runtime& runtime() {
 
 inline void set_math(Math m) { runtime().set_math(m); }
 inline void set_stream(cudaStream_t s) { runtime().set_stream(s); }
+inline void set_autotune(bool on) { runtime().set_autotune(on); }
 /// Waits for the work queued on this thread's stream; throws the first asynchronous error.
 inline void synchronize() { BONSAI_CUDA_CHECK(cudaStreamSynchronize(runtime().stream())); }
 
