@@ -4,7 +4,7 @@
 # short table last. Full logs and JSON/CSV results go to the output folder.
 #
 #   scripts/gpu_check.sh [--prebuilt DIR] [--out DIR] [--torch none|eager|all] [--torch-part ffn|gpt2|all]
-#                        [--dims 2048,4096,5120] [--bench-filter REGEX]
+#                        [--dims 2048,4096,5120] [--bench-filter REGEX] [--bench-args "--autotune ..."]
 #
 # --prebuilt DIR  run test_cuda_* and bench_cuda_* found in DIR instead of building (for a GPU
 #                 machine without the build dependencies; build with `cmake --preset cuda
@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-prebuilt="" out="gpu_check" torch_mode="all" torch_part="all" dims="2048,4096,5120" filter="."
+prebuilt="" out="gpu_check" torch_mode="all" torch_part="all" dims="2048,4096,5120" filter="." bench_args=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --prebuilt) prebuilt="$2"; shift 2 ;;
@@ -21,7 +21,8 @@ while [[ $# -gt 0 ]]; do
     --torch-part) torch_part="$2"; shift 2 ;;
     --dims) dims="$2"; shift 2 ;;
     --bench-filter) filter="$2"; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --bench-args) bench_args="$2"; shift 2 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -30,8 +31,8 @@ mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
 
 if [[ -n "$prebuilt" ]]; then
-  bin_tests=("$prebuilt"/test_cuda_*)
-  bin_benches=("$prebuilt"/bench_cuda_*)
+  mapfile -t bin_tests < <(find "$prebuilt" -maxdepth 1 -type f -name 'test_cuda_*' -perm -u+x | sort)
+  mapfile -t bin_benches < <(find "$prebuilt" -maxdepth 1 -type f -name 'bench_cuda_*' -perm -u+x | sort)
   export LD_LIBRARY_PATH="$prebuilt${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 else
   cmake --preset cuda
@@ -50,7 +51,8 @@ done
 for b in "${bin_benches[@]}"; do
   name=$(basename "$b")
   echo "== $name"
-  "$b" --benchmark_filter="$filter" --benchmark_out="$out/$name.json" --benchmark_out_format=json \
+  # shellcheck disable=SC2086  # bench_args is a list of flags
+  "$b" --benchmark_filter="$filter" $bench_args --benchmark_out="$out/$name.json" --benchmark_out_format=json \
     2>&1 | tee "$out/$name.txt" || status=1
 done
 

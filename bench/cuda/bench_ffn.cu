@@ -12,9 +12,11 @@
 #include <map>
 #include <string>
 
+// Inside namespace bonsai, `cuda::` names bonsai::cuda (CUDA's own headers declare a global
+// namespace cuda too).
+namespace bonsai {
 namespace {
 
-using namespace bonsai;
 using T = bf16;
 constexpr index_t tokens = 30720;
 
@@ -204,9 +206,11 @@ void register_all() {
 }
 
 }  // namespace
+}  // namespace bonsai
 
 int main(int argc, char** argv) {
-  if (!cuda::available()) {
+  using namespace bonsai;
+  if (!bonsai::cuda::available()) {
     std::fprintf(stderr, "bench_cuda_ffn: no CUDA device\n");
     return 0;
   }
@@ -218,7 +222,7 @@ int main(int argc, char** argv) {
     else argv[kept++] = argv[i];
   }
   argc = kept;
-  cuda::set_autotune(autotune);
+  bonsai::cuda::set_autotune(autotune);
   register_all();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;

@@ -1,7 +1,8 @@
 // bonsai/cuda.hpp — umbrella header of the CUDA backend: everything in <bonsai/bonsai.hpp> plus
-// Lowering<Map, Device> for every structured node (cuBLASLt GEMMs in fp32, TF32 or bf16 with
-// fp32 accumulation; fused epilogues), device tensors and copies. Compile with nvcc (C++20,
-// --expt-relaxed-constexpr) and link bonsai::cuda.
+// Lowering<Map, Device> for every structured node, SelfGuided and PreMerged (cuBLASLt GEMMs in
+// fp32, TF32 or bf16 with fp32 accumulation; fused epilogues), device tensors and copies, and
+// the trainer's kernels. Compile with nvcc (C++20, --expt-relaxed-constexpr) and link
+// bonsai::cuda.
 #pragma once
 
 #include "bonsai.hpp"
@@ -12,5 +13,11 @@
 #include "backend/cuda/epilogue.cuh"
 #include "backend/cuda/linear.cuh"
 #include "backend/cuda/shuffle.cuh"
+#include "backend/cuda/cross_entropy.cuh"
+#include "backend/cuda/embedding.cuh"
+#include "backend/cuda/adamw.cuh"
+#include "backend/cuda/self_guided.cuh"
 #include "backend/cuda/norm.cuh"
+#include "backend/cuda/attention.cuh"
+#include "backend/pre_merged.hpp"
 #include "backend/product.hpp"

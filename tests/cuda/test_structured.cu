@@ -13,9 +13,10 @@
 #include <cmath>
 #include <string>
 
+// Inside namespace bonsai, `cuda::` names bonsai::cuda (CUDA's own headers declare a global
+// namespace cuda too).
+namespace bonsai {
 namespace {
-
-using namespace bonsai;
 
 enum class Precision { fp32, tf32, bf16 };
 enum class Epi { none, bias, bias_gelu };
@@ -54,7 +55,8 @@ auto make_epilogue(const Vector<T, S>& b, Vector<T, S>& db) {
   else return epilogue::BiasGelu<T, S>{b.view(), db.view()};
 }
 
-template <class U, Epi E, class Make>
+/// Checks forward (and, with Train, backward) of make<U>() against make<double>() on the CPU.
+template <class U, Epi E, bool Train, class Make>
 void check_map(const std::string& label, Make make, Precision prec, index_t tokens) {
   CAPTURE(label);
   INFO("precision ", name(prec), ", epilogue ", name(E), ", tokens ", tokens);
@@ -64,6 +66,10 @@ void check_map(const std::string& label, Make make, Precision prec, index_t toke
   const index_t in = hmap.in_features(), out = hmap.out_features(), np = hmap.param_count();
 
   auto w = random_tensor<U, 1>({np}, rng, 0.1);
+  if constexpr (requires { merge(bind(hmap, w.view())); }) {  // PreMerged: W_merged from S, rounded
+    merge(bind(hmap, w.view()));
+    for (index_t i = 0; i < np; ++i) w.data()[i] = double(cuda::convert<U>(float(w.data()[i])));
+  }
   auto g0 = random_tensor<U, 1>({np}, rng, 1.0);
   auto b = random_tensor<U, 1>({out}, rng, 0.5);
   auto db0 = random_tensor<U, 1>({out}, rng, 1.0);
@@ -80,7 +86,7 @@ void check_map(const std::string& label, Make make, Precision prec, index_t toke
     Context<decltype(hmap), Host, double> ctx;
     const auto epi = make_epilogue<E>(b, dbref);
     forward(f, MatrixView<const double>(x.view()), yref.view(), ctx, epi);
-    backward(f, ctx, MatrixView<const double>(dy.view()), dxref.view(), gf, epi);
+    if constexpr (Train) backward(f, ctx, MatrixView<const double>(dy.view()), dxref.view(), gf, epi);
   }
 
   // The same on the device in U.
@@ -99,13 +105,14 @@ void check_map(const std::string& label, Make make, Precision prec, index_t toke
     Context<decltype(dmap), Device, U> ctx;
     const auto epi = make_epilogue<E>(bd, dbd);
     forward(f, MatrixView<const U, Device>(xd.view()), yd.view(), ctx, epi);
-    backward(f, ctx, MatrixView<const U, Device>(dyd.view()), dxd.view(), gf, epi);
+    if constexpr (Train) backward(f, ctx, MatrixView<const U, Device>(dyd.view()), dxd.view(), gf, epi);
     cuda::synchronize();
   }
   const double tol = tolerance(prec);
   const auto y = cuda::to_host<double>(yd.view());
   const auto dx = cuda::to_host<double>(dxd.view());
   CHECK(rel_fro(y, yref) <= tol);
+  if constexpr (!Train) return;
   CHECK(rel_fro(dx, dxref) <= tol);
   if (np > 0) {
     const auto g = cuda::to_host<double>(gd.view());
@@ -117,17 +124,18 @@ void check_map(const std::string& label, Make make, Precision prec, index_t toke
   }
 }
 
-template <class Make>
+/// Every precision and epilogue at 1, 77 and 300 tokens.
+template <bool Train = true, class Make>
 void check_all(const std::string& label, Make make) {
   for (index_t tokens : {index_t(1), index_t(77), index_t(300)}) {
     for (Precision p : {Precision::fp32, Precision::tf32}) {
-      check_map<float, Epi::none>(label, make, p, tokens);
-      check_map<float, Epi::bias>(label, make, p, tokens);
-      check_map<float, Epi::bias_gelu>(label, make, p, tokens);
+      check_map<float, Epi::none, Train>(label, make, p, tokens);
+      check_map<float, Epi::bias, Train>(label, make, p, tokens);
+      check_map<float, Epi::bias_gelu, Train>(label, make, p, tokens);
     }
-    check_map<bf16, Epi::none>(label, make, Precision::bf16, tokens);
-    check_map<bf16, Epi::bias>(label, make, Precision::bf16, tokens);
-    check_map<bf16, Epi::bias_gelu>(label, make, Precision::bf16, tokens);
+    check_map<bf16, Epi::none, Train>(label, make, Precision::bf16, tokens);
+    check_map<bf16, Epi::bias, Train>(label, make, Precision::bf16, tokens);
+    check_map<bf16, Epi::bias_gelu, Train>(label, make, Precision::bf16, tokens);
   }
   cuda::set_math(cuda::Math::fp32);
 }
@@ -188,6 +196,25 @@ TEST_CASE("cuda: BlockShuffle matches the CPU reference") {
   check_all("BlockShuffle 64 -> 256, B 2", []<class T>() { return block_shuffle<T>(64, 256, 2); });
 }
 
+TEST_CASE("cuda: SelfGuided matches the CPU reference at every blend") {
+  SKIP_WITHOUT_DEVICE();
+  for (double a : {0.0, 0.3, 1.0}) {
+    check_all("SelfGuided<LowRank 96 -> 160, R 24>, a " + std::to_string(a),
+              [a]<class T>() { return SelfGuided<LowRank<T>>(LowRank<T>(96, 160, 24), a); });
+    check_all("SelfGuided<BlockShuffle 128 -> 192, B 4>, a " + std::to_string(a),
+              [a]<class T>() { return SelfGuided<BlockShuffle<T>>(block_shuffle<T>(128, 192, 4), a); });
+  }
+}
+
+TEST_CASE("cuda: PreMerged picks the merged or the structured path like the CPU") {
+  SKIP_WITHOUT_DEVICE();
+  // Threshold 77: 1 and 77 tokens take the merged GEMM, 300 the structured map.
+  check_all<false>("PreMerged<LowRank 96 -> 160, R 24>",
+                   []<class T>() { return PreMerged<LowRank<T>>(LowRank<T>(96, 160, 24), 77); });
+  check_all<false>("PreMerged<BlockDense 96 -> 160>",
+                   []<class T>() { return PreMerged<BlockDense<T>>(block_dense<T>(96, 160, 48, 4), 77); });
+}
+
 TEST_CASE("cuda: autotuned GEMMs match the CPU reference") {
   SKIP_WITHOUT_DEVICE();
   cuda::set_autotune(true);
@@ -221,3 +248,5 @@ TEST_CASE("cuda: shape mismatches on device views throw with both shapes") {
   CHECK_THROWS_WITH_AS(forward(f, MatrixView<const float, Device>(x.view()), y.view(), ctx),
                        doctest::Contains("(5, 48)"), Error);
 }
+
+}  // namespace bonsai

@@ -1,8 +1,6 @@
-// bonsai/backend/cpu/pre_merged.hpp — CPU lowering of PreMerged<S>: forward is S's own lowering
-// or the merged Dense one (y = epi(x W_merged^T)), picked by the token count T = x.rows(), with
-// the caller's epilogue either way. No backward: train S and merge afterwards.
-// calibrate() times both paths at T = 1, 2, 4, ... and sets the largest T up to which the merged
-// GEMM wins at every count.
+// bonsai/backend/cpu/pre_merged.hpp — calibration of PreMerged<S> on the CPU: calibrate() times
+// S and the merged GEMM at T = 1, 2, 4, ... and sets the largest T up to which the merged GEMM
+// wins at every count. The lowering itself is backend/pre_merged.hpp.
 #pragma once
 
 #include <algorithm>
@@ -11,39 +9,10 @@
 
 #include "../../core/rng.hpp"
 #include "../../structured/pre_merged.hpp"
-#include "../lowering.hpp"
+#include "../pre_merged.hpp"
 #include "linear.hpp"
 
 namespace bonsai {
-
-template <class S>
-struct Lowering<PreMerged<S>, Host> {
-  using Map = PreMerged<S>;
-  using Merged = Dense<scalar_of<S>>;
-
-  template <class T>
-  struct Context {
-    typename Lowering<S, Host>::template Context<T> structured;
-    typename Lowering<Merged, Host>::template Context<T> merged;
-    index_t rows = 0;  // T of the last forward
-    index_t tokens() const noexcept { return rows; }
-  };
-
-  template <class T, class Epi>
-  static void forward(const Map& f, const MatrixView<const T, Host>& x, const MatrixView<T, Host>& y,
-                      Context<T>& ctx, const Epi& epi) {
-    ctx.rows = x.rows();
-    if (f.uses_merged(x.rows())) return Lowering<Merged, Host>::forward(f.merged(), x, y, ctx.merged, epi);
-    Lowering<S, Host>::forward(f.structured(), x, y, ctx.structured, epi);
-  }
-
-  template <class T, class Epi>
-  static void backward(const Map&, Context<T>&, const MatrixView<const T, Host>&, const MatrixView<T, Host>&,
-                       const Map&, const Epi&) {
-    static_assert(detail::dependent_false<T, Epi>,
-                  "PreMerged is for inference: train the structured map and merge it afterwards");
-  }
-};
 
 /// What calibrate() measured: seconds per forward of each path at every token count.
 struct PremergeCalibration {
