@@ -19,5 +19,6 @@
 #include "backend/cuda/self_guided.cuh"
 #include "backend/cuda/norm.cuh"
 #include "backend/cuda/attention.cuh"
+#include "backend/cuda/rope.cuh"
 #include "backend/pre_merged.hpp"
 #include "backend/product.hpp"

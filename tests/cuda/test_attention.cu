@@ -4,7 +4,9 @@
 // lengths that are and are not multiples of the 64-row tile, head widths 32, 64 and 128, in fp32
 // and bf16. Outputs are poisoned with NaN before each run, so an element the GPU does not write
 // fails the check. Also: the explicit-view overloads agree bit for bit with the state overloads,
-// backward is deterministic, and bad shapes throw. Skipped without a device.
+// backward is deterministic (fp32 and bf16), bf16 rows that are not 16-byte aligned (served by
+// the float-tile kernels instead of the tensor-core ones) meet the same bounds, and bad shapes
+// throw. Skipped without a device.
 #include <doctest/doctest.h>
 
 #include <bonsai/cuda.hpp>
@@ -235,6 +237,63 @@ TEST_CASE("cuda: flash attention view overloads equal the state overloads and ar
   const auto l1 = bonsai::cuda::to_host<float>(TensorView<float, 1, Device>(st.lse.data(), {s.batch * s.heads * s.seq}));
   const auto l2 = bonsai::cuda::to_host<float>(lse.view());
   CHECK(std::memcmp(l1.data(), l2.data(), sizeof(float) * l1.size()) == 0);
+}
+
+TEST_CASE("cuda: flash attention bf16 is deterministic and its unaligned-row fallback agrees") {
+  SKIP_WITHOUT_DEVICE();
+  // Contiguous bf16 rows take the tensor-core kernels; rows of W + 4 and A + 4 elements (not a
+  // multiple of 16 bytes) take the float-tile kernels. Both must meet the bf16 bounds, and the
+  // tensor-core backward must give the same bits twice.
+  const AttentionShape s{2, 150, 4, 2, 64};
+  Rng rng(0xB16);
+  const index_t N = s.tokens(), W = s.qkv_width(), A = s.q_width(), KV = s.kv_width();
+  const auto qkv = random_matrix<bf16>(N, W, rng, 1.0);
+  const auto dout = random_matrix<bf16>(N, A, rng, 1.0);
+  Matrix<double> out_ref(N, A), dqkv_ref(N, W);
+  Tensor<double, 4> probs(s.batch, s.heads, s.seq, s.seq), dscores(s.batch, s.heads, s.seq, s.seq);
+  cpu::attention_forward<double>(s, MatrixView<const double>(qkv.view()), out_ref.view(), probs.view());
+  cpu::attention_backward<double>(s, MatrixView<const double>(qkv.view()), TensorView<const double, 4>(probs.view()),
+                                  MatrixView<const double>(dout.view()), dqkv_ref.view(), dscores.view());
+  Matrix<double> qkv_pad(N, W + 4), dout_pad(N, A + 4);
+  for (index_t r = 0; r < N; ++r) {
+    for (index_t c = 0; c < W + 4; ++c) qkv_pad(r, c) = c < W ? qkv(r, c) : 0.0;
+    for (index_t c = 0; c < A + 4; ++c) dout_pad(r, c) = c < A ? dout(r, c) : 0.0;
+  }
+  const auto qkvd = bonsai::cuda::to_device<bf16>(qkv.view());
+  const auto doutd = bonsai::cuda::to_device<bf16>(dout.view());
+  const auto qkvpd = bonsai::cuda::to_device<bf16>(qkv_pad.view());
+  const auto doutpd = bonsai::cuda::to_device<bf16>(dout_pad.view());
+  const auto qkv_strided = matrix_view<Device>(qkvpd.data(), N, W, W + 4);
+  const auto dout_strided = matrix_view<Device>(doutpd.data(), N, A, A + 4);
+
+  const Bounds tol = bounds<bf16>();
+  Matrix<bf16, Device> out1(N, A), dqkv1(N, W), dqkv2(N, W), out3(N, A), dqkv3(N, W);
+  bonsai::cuda::fill_bytes(out1.view(), 0xFF);
+  bonsai::cuda::fill_bytes(dqkv1.view(), 0xFF);
+  bonsai::cuda::fill_bytes(dqkv2.view(), 0xFF);
+  bonsai::cuda::fill_bytes(out3.view(), 0xFF);
+  bonsai::cuda::fill_bytes(dqkv3.view(), 0xFF);
+  bonsai::cuda::AttentionState<bf16> st, st3;
+  bonsai::cuda::attention_forward<bf16>(s, qkvd.view(), out1.view(), st);
+  bonsai::cuda::attention_backward<bf16>(s, qkvd.view(), st, doutd.view(), dqkv1.view());
+  bonsai::cuda::attention_backward<bf16>(s, qkvd.view(), st, doutd.view(), dqkv2.view());
+  bonsai::cuda::attention_forward<bf16>(s, qkv_strided, out3.view(), st3);
+  bonsai::cuda::attention_backward<bf16>(s, qkv_strided, st3, dout_strided, dqkv3.view());
+  bonsai::cuda::synchronize();
+
+  const auto g1 = bonsai::cuda::to_host<float>(dqkv1.view()), g2 = bonsai::cuda::to_host<float>(dqkv2.view());
+  CHECK(std::memcmp(g1.data(), g2.data(), sizeof(float) * g1.size()) == 0);
+  const Matrix<bf16, Device>* outs[] = {&out1, &out3};
+  const Matrix<bf16, Device>* grads[] = {&dqkv1, &dqkv3};
+  for (int k = 0; k < 2; ++k) {
+    INFO((k == 0 ? "contiguous rows (tensor cores)" : "padded rows (float tiles)"));
+    const auto out = bonsai::cuda::to_host<double>(outs[k]->view());
+    const auto dqkv = bonsai::cuda::to_host<double>(grads[k]->view());
+    CHECK(rel_fro_cols(out, out_ref, 0, A) <= tol.out);
+    CHECK(rel_fro_cols(dqkv, dqkv_ref, 0, A) <= tol.grad);
+    CHECK(rel_fro_cols(dqkv, dqkv_ref, A, A + KV) <= tol.grad);
+    CHECK(rel_fro_cols(dqkv, dqkv_ref, A + KV, A + 2 * KV) <= tol.grad);
+  }
 }
 
 TEST_CASE("cuda: flash attention rejects bad shapes") {

@@ -13,8 +13,12 @@
 // Unlike the CPU backend, which saves the (B, Hq, T, T) probabilities, the device saves B*Hq*T
 // floats, so memory grows linearly in T.
 //
-// Kernels (256 threads, a 16 × 16 grid of threads each holding a 4 × 4 block of scores; shared
-// tiles in float, products by FMA in float; head widths 32, 64 and 128):
+// Kernels (head widths 32, 64 and 128). float: 256 threads, a 16 × 16 grid of threads each
+// holding a 4 × 4 block of scores, shared tiles in float, products by FMA in float. bf16 (rows of
+// qkv and dout 16-byte aligned, else the float-tile kernels): 128 threads, 4 warps of 16 rows,
+// every product (Q Kᵀ, P V, dO Vᵀ, Pᵀ dO, dSᵀ Q, dS K) on tensor cores (mma.sync m16n8k16, bf16
+// operands, float accumulators); softmax statistics, the online rescaling and every sum stay in
+// float, and P and dS are rounded to bf16 only as operands of the products that consume them.
 //   forward   one block per (b, h, query tile): key tiles 0..i, online softmax, O and L.
 //   delta     one warp per (b, h, t): D = rowsum(dO ⊙ O).
 //   dK, dV    one block per (b, g, key tile j): query tiles j..end of each head of the group, in
@@ -27,6 +31,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "../../core/tensor.hpp"
@@ -442,6 +448,426 @@ __global__ void __launch_bounds__(attn_threads)
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// bf16 kernels on tensor cores (mma.sync m16n8k16, bf16 operands, float accumulators). 128
+// threads = 4 warps; warp w owns rows 16w..16w+15 of the block's own 64-row tile (queries in
+// forward and dQ, keys in dK/dV) and all 64 columns of each score tile it pairs them with. Shared
+// tiles are bf16 with row stride D + 8 (rows 16-byte aligned, ldmatrix conflict-free), filled
+// by cp.async, double-buffered so the next tile loads during the current one's products.
+//
+// Fragments (lane = 4·gid + tig): an accumulator tile of 16 rows × 8 columns holds rows gid and
+// gid + 8, columns 2 tig and 2 tig + 1 per lane; two such tiles side by side are, packed to bf16
+// pairs, the A operand of the next product, so P and dS go from registers straight into P V,
+// Pᵀ dO, dSᵀ Q and dS K.
+
+inline constexpr int attn_mma_threads = 128;  // 4 warps of 16 rows
+
+/// Shared bytes of the bf16 kernels: (64, D) bf16 tiles of row stride D + 8, and per-row floats.
+template <int D>
+constexpr std::size_t attn_tc_tile_bytes = sizeof(bf16) * attn_tile * (D + 8);
+template <int D>
+constexpr std::size_t attn_tc_forward_smem = 5 * attn_tc_tile_bytes<D>;  // Q, 2 × (K, V)
+template <int D>
+constexpr std::size_t attn_tc_dkv_smem = 6 * attn_tc_tile_bytes<D> + 4 * attn_tile * sizeof(float);
+template <int D>
+constexpr std::size_t attn_tc_dq_smem = 6 * attn_tc_tile_bytes<D>;  // Q, dO, 2 × (K, V)
+
+__device__ __forceinline__ unsigned attn_smem_addr(const void* p) {
+  return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
+/// dst[r][c] = src[r ld + c] for r < valid (16-byte cp.async), 0 for valid <= r < 64: dst (64, D)
+/// bf16 with row stride D + 8; src 16-byte aligned with ld a multiple of 8. Completes at the next
+/// attn_cp_wait; the zero rows are plain stores.
+template <int D>
+__device__ __forceinline__ void attn_tc_load(bf16* dst, const bf16* src, index_t ld, int valid) {
+  constexpr int L = D + 8, chunks = D / 8;
+  for (int e = threadIdx.x; e < attn_tile * chunks; e += attn_mma_threads) {
+    const int r = e / chunks, c = (e % chunks) * 8;
+    bf16* d = dst + r * L + c;
+    if (r < valid) {
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(attn_smem_addr(d)), "l"(src + r * ld + c)
+                   : "memory");
+    } else {
+      *reinterpret_cast<uint4*>(d) = make_uint4(0u, 0u, 0u, 0u);
+    }
+  }
+}
+__device__ __forceinline__ void attn_cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void attn_cp_wait() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+/// Four 8 × 8 bf16 matrices; lanes 8i..8i+7 give the row addresses of matrix i, and each lane
+/// gets, of matrix i in r[i], row gid, columns 2 tig, 2 tig + 1 (trans: rows 2 tig, 2 tig + 1 of
+/// column gid).
+__device__ __forceinline__ void attn_ldsm(unsigned (&r)[4], const bf16* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(attn_smem_addr(p))
+               : "memory");
+}
+__device__ __forceinline__ void attn_ldsm_trans(unsigned (&r)[4], const bf16* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(attn_smem_addr(p))
+               : "memory");
+}
+
+/// A operand: the 16 × 16 block X[r0 + m][c0 + k] of a bf16 tile of row stride L.
+template <int L>
+__device__ __forceinline__ void attn_frag_a(unsigned (&a)[4], const bf16* X, int r0, int c0) {
+  const int lane = threadIdx.x % 32, mi = lane / 8, r = lane % 8;
+  attn_ldsm(a, X + (r0 + (mi & 1) * 8 + r) * L + c0 + (mi >> 1) * 8);
+}
+/// B operands of two 8-column tiles, B[k][n] = Y[n0 + n][k0 + k] (Y rows run over n): b[0], b[1]
+/// for columns n0..n0+7, b[2], b[3] for n0+8..n0+15.
+template <int L>
+__device__ __forceinline__ void attn_frag_b_nk(unsigned (&b)[4], const bf16* Y, int n0, int k0) {
+  const int lane = threadIdx.x % 32, mi = lane / 8, r = lane % 8;
+  attn_ldsm(b, Y + (n0 + (mi >> 1) * 8 + r) * L + k0 + (mi & 1) * 8);
+}
+/// The same for B[k][n] = Y[k0 + k][n0 + n] (Y rows run over k), by transposing loads.
+template <int L>
+__device__ __forceinline__ void attn_frag_b_kn(unsigned (&b)[4], const bf16* Y, int k0, int n0) {
+  const int lane = threadIdx.x % 32, mi = lane / 8, r = lane % 8;
+  attn_ldsm_trans(b, Y + (k0 + (mi & 1) * 8 + r) * L + n0 + (mi >> 1) * 8);
+}
+
+/// c += A B for a 16 × 16 A and a 16 × 8 B (bf16), c float.
+__device__ __forceinline__ void attn_mma(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/// Two floats rounded to a bf16 pair, lo in the low half (the lower column of a fragment).
+__device__ __forceinline__ unsigned attn_pack(float lo, float hi) {
+  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  unsigned u;
+  memcpy(&u, &v, sizeof(u));
+  return u;
+}
+
+/// The A operand of columns 16 kk..16 kk + 15 of a 16 × 64 accumulator s[8][4], rounded to bf16.
+__device__ __forceinline__ void attn_to_a(unsigned (&a)[4], const float (&s)[8][4], int kk) {
+  a[0] = attn_pack(s[2 * kk][0], s[2 * kk][1]);
+  a[1] = attn_pack(s[2 * kk][2], s[2 * kk][3]);
+  a[2] = attn_pack(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+  a[3] = attn_pack(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+}
+
+/// s[8][4] += X[r0..r0+15] Y[0..63]ᵀ: rows of the bf16 tile X against rows of Y, over D; only
+/// the 16-row blocks lo <= np < hi of Y (columns 16 np..16 np + 15 of s; the rest stay as they were).
+template <int D>
+__device__ __forceinline__ void attn_tc_scores(float (&s)[8][4], const bf16* X, int r0, const bf16* Y, int lo,
+                                               int hi) {
+  constexpr int L = D + 8;
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ++ks) {
+    unsigned xa[4];
+    attn_frag_a<L>(xa, X, r0, 16 * ks);
+#pragma unroll
+    for (int np = 0; np < 4; ++np) {
+      if (np < lo || np >= hi) continue;
+      unsigned yb[4];
+      attn_frag_b_nk<L>(yb, Y, 16 * np, 16 * ks);
+      attn_mma(s[2 * np], xa, yb[0], yb[1]);
+      attn_mma(s[2 * np + 1], xa, yb[2], yb[3]);
+    }
+  }
+}
+
+/// acc[D/8][4] += S Y: S a 16 × 64 accumulator (rounded to bf16), Y a (64, D) bf16 tile; only
+/// the columns 16 kk..16 kk + 15 of S with lo <= kk < hi (the others must be zero).
+template <int D>
+__device__ __forceinline__ void attn_tc_apply(float (&acc)[D / 8][4], const float (&s)[8][4], const bf16* Y, int lo,
+                                              int hi) {
+  constexpr int L = D + 8;
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk) {
+    if (kk < lo || kk >= hi) continue;
+    unsigned sa[4];
+    attn_to_a(sa, s, kk);
+#pragma unroll
+    for (int dp = 0; dp < D / 16; ++dp) {
+      unsigned yb[4];
+      attn_frag_b_kn<L>(yb, Y, 16 * kk, 16 * dp);
+      attn_mma(acc[2 * dp], sa, yb[0], yb[1]);
+      attn_mma(acc[2 * dp + 1], sa, yb[2], yb[3]);
+    }
+  }
+}
+
+/// rows[t] = static_cast<bf16>(acc · mul) for the two rows (r0, r0 + 8) a lane holds, where they
+/// are below Tn: row r of the output starts at out + r ld.
+template <int D>
+__device__ __forceinline__ void attn_tc_store(bf16* out, index_t ld, const float (&acc)[D / 8][4], index_t row0,
+                                              index_t Tn, float mul0, float mul1) {
+  const int tig = threadIdx.x % 4;
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const index_t row = row0 + 8 * half;
+    if (row >= Tn) continue;
+    const float mul = half ? mul1 : mul0;
+    bf16* o = out + row * ld;
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) {
+      o[8 * n + 2 * tig] = __float2bfloat16_rn(acc[n][2 * half] * mul);
+      o[8 * n + 2 * tig + 1] = __float2bfloat16_rn(acc[n][2 * half + 1] * mul);
+    }
+  }
+}
+
+/// attention_forward_kernel on tensor cores (bf16): query tile i = gridDim.y − 1 − blockIdx.y of
+/// (b, h) = blockIdx.x, S = Q Kᵀ and acc += P V by mma; the statistics m, l stay in float.
+template <int D>
+__global__ void __launch_bounds__(attn_mma_threads)
+    attention_forward_tc_kernel(const bf16* qkv, index_t ldq, bf16* out, index_t ldo, float* lse, AttnArgs a) {
+  constexpr int TL = attn_tile * (D + 8);
+  extern __shared__ float4 attn_shared[];
+  bf16* Qs = reinterpret_cast<bf16*>(attn_shared);  // (64, D) queries
+  bf16* KV = Qs + TL;                                // 2 buffers of (64, D) keys then (64, D) values
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gid = lane / 4, tig = lane % 4;
+  const index_t Tn = a.seq, bh = blockIdx.x, b = bh / a.heads, h = bh % a.heads, g = h / a.group;
+  const int qi = static_cast<int>(gridDim.y - 1 - blockIdx.y);
+  const index_t q0 = index_t(qi) * attn_tile;
+  const bf16* base = qkv + b * Tn * ldq;  // row 0 of sequence b
+  const bf16* kbase = base + a.q_width + g * D;
+  const bf16* vbase = kbase + a.kv_width;
+  attn_tc_load<D>(Qs, base + q0 * ldq + h * D, ldq, attn_rows(Tn, q0));
+  attn_tc_load<D>(KV, kbase, ldq, attn_rows(Tn, 0));
+  attn_tc_load<D>(KV + TL, vbase, ldq, attn_rows(Tn, 0));
+  attn_cp_commit();
+
+  const index_t row0 = q0 + 16 * warp + gid;  // this lane's rows: row0 and row0 + 8
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, acc[D / 8][4];
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+  for (int kj = 0; kj <= qi; ++kj) {
+    attn_cp_wait();
+    __syncthreads();  // tile kj is in; every warp is done with tile kj − 1, whose buffer is refilled
+    if (kj < qi) {
+      const index_t k1 = index_t(kj + 1) * attn_tile;
+      bf16* next = KV + 2 * TL * ((kj + 1) & 1);
+      attn_tc_load<D>(next, kbase + k1 * ldq, ldq, attn_rows(Tn, k1));
+      attn_tc_load<D>(next + TL, vbase + k1 * ldq, ldq, attn_rows(Tn, k1));
+    }
+    attn_cp_commit();
+    const bf16* Ks = KV + 2 * TL * (kj & 1);
+    const bf16* Vs = Ks + TL;
+    const index_t k0 = index_t(kj) * attn_tile;
+    // Only the diagonal tile (k0 = q0) is masked: there key ≤ query compares local indices, and
+    // it is the only tile that can hold keys >= T. Its key blocks past the warp's rows are all
+    // masked, so their products are skipped (those P entries are 0).
+    const bool diag = kj == qi;
+    const int hi = diag ? warp + 1 : 4, krows = attn_rows(Tn, k0);
+    float s[8][4] = {};
+    attn_tc_scores<D>(s, Qs, 16 * warp, Ks, 0, hi);
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int lr = 16 * warp + gid + 8 * (e >> 1), lc = 8 * j + 2 * tig + (e & 1);
+        s[j][e] = !diag || (lc <= lr && lc < krows) ? s[j][e] * a.scale_log2 : -INFINITY;
+        mx[e >> 1] = fmaxf(mx[e >> 1], s[j][e]);
+      }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      // The 4 lanes of a quad hold the row's 64 columns; key 0 is in tile 0 and unmasked for
+      // every row, so m is finite from then on.
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      const float m_new = fmaxf(m[r], mx[r]);
+      const float alpha = exp2f(m[r] - m_new);  // 0 on the first tile (m = −inf)
+      m[r] = m_new;
+      l[r] *= alpha;
+#pragma unroll
+      for (int n = 0; n < D / 8; ++n) {
+        acc[n][2 * r] *= alpha;
+        acc[n][2 * r + 1] *= alpha;
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float p = exp2f(s[j][e] - m[e >> 1]);  // masked: exp2(−inf) = 0
+        s[j][e] = p;
+        l[e >> 1] += p;  // this lane's part of the row sum, in float
+      }
+    attn_tc_apply<D>(acc, s, Vs, 0, hi);
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+  }
+  attn_tc_store<D>(out + b * Tn * ldo + h * D, ldo, acc, row0, Tn, 1.0f / l[0], 1.0f / l[1]);
+  if (tig == 0)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const index_t t = row0 + 8 * r;
+      if (t < Tn) lse[bh * Tn + t] = (m[r] + log2f(l[r])) * attn_ln2;
+    }
+}
+
+/// attention_dkv_kernel on tensor cores (bf16): key tile j = blockIdx.y of (b, g) = blockIdx.x;
+/// over (h, i) for each query head h of the group in order and query tiles i >= j, Sᵀ = K Qᵀ and
+/// dPᵀ = V dOᵀ, then dV += Pᵀ dO and dK += dSᵀ Q by mma.
+template <int D>
+__global__ void __launch_bounds__(attn_mma_threads)
+    attention_dkv_tc_kernel(const bf16* qkv, index_t ldq, const bf16* dout, index_t ldd, const float* lse,
+                            const float* delta, bf16* dqkv, index_t ldg, AttnArgs a) {
+  constexpr int TL = attn_tile * (D + 8);
+  extern __shared__ float4 attn_shared[];
+  bf16* Ks = reinterpret_cast<bf16*>(attn_shared);  // (64, D) keys of this tile
+  bf16* Vs = Ks + TL;                                // (64, D) values of this tile
+  bf16* QD = Vs + TL;                                // 2 buffers of (64, D) queries then (64, D) dO
+  float* LD = reinterpret_cast<float*>(QD + 4 * TL);  // 2 buffers of (64) L (base 2) then (64) D
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gid = lane / 4, tig = lane % 4;
+  const index_t Tn = a.seq, bg = blockIdx.x, b = bg / a.kv_heads, g = bg % a.kv_heads;
+  const int kj = static_cast<int>(blockIdx.y), nq = static_cast<int>(gridDim.y);
+  const index_t k0 = index_t(kj) * attn_tile;
+  const bf16* base = qkv + b * Tn * ldq;
+  const bf16* dbase = dout + b * Tn * ldd;
+  attn_tc_load<D>(Ks, base + k0 * ldq + a.q_width + g * D, ldq, attn_rows(Tn, k0));
+  attn_tc_load<D>(Vs, base + k0 * ldq + a.q_width + a.kv_width + g * D, ldq, attn_rows(Tn, k0));
+  // Step `it` is query head g·G + it / per_head, query tile j + it % per_head.
+  const int per_head = nq - kj, steps = static_cast<int>(a.group) * per_head;
+  auto issue = [&](int it) {
+    const index_t h = g * a.group + it / per_head, bh = b * a.heads + h;
+    const index_t q0 = index_t(kj + it % per_head) * attn_tile;
+    const int qrows = attn_rows(Tn, q0);
+    bf16* Qn = QD + 2 * TL * (it & 1);
+    attn_tc_load<D>(Qn, base + q0 * ldq + h * D, ldq, qrows);
+    attn_tc_load<D>(Qn + TL, dbase + q0 * ldd + h * D, ldd, qrows);
+    float* Ln = LD + 2 * attn_tile * (it & 1);
+    for (int r = threadIdx.x; r < attn_tile; r += attn_mma_threads) {
+      Ln[r] = r < qrows ? lse[bh * Tn + q0 + r] * attn_log2e : 0.0f;
+      Ln[attn_tile + r] = r < qrows ? delta[bh * Tn + q0 + r] : 0.0f;
+    }
+  };
+  issue(0);
+  attn_cp_commit();
+
+  const index_t key0 = k0 + 16 * warp + gid;  // this lane's keys: key0 and key0 + 8
+  float dk[D / 8][4], dv[D / 8][4];
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) dk[n][e] = dv[n][e] = 0.0f;
+  for (int it = 0; it < steps; ++it) {
+    attn_cp_wait();
+    __syncthreads();  // step it is in; every warp is done with step it − 1, whose buffer is refilled
+    if (it + 1 < steps) issue(it + 1);
+    attn_cp_commit();
+    const bf16* Qs = QD + 2 * TL * (it & 1);
+    const bf16* dOs = Qs + TL;
+    const float* Ls = LD + 2 * attn_tile * (it & 1);
+    const float* Ds = Ls + attn_tile;
+    const index_t q0 = index_t(kj + it % per_head) * attn_tile;
+    // Masks: key ≤ query only on the diagonal tile (q0 = k0, local indices), query < T only on
+    // the last query tile. On the diagonal the warp's keys exceed every query of the blocks
+    // before it, so those products are skipped (their P and dS entries are 0).
+    const bool diag = q0 == k0;
+    const int qrows = attn_rows(Tn, q0), lo = diag ? warp : 0, kl = 16 * warp + gid;
+    float st[8][4] = {}, dpt[8][4] = {};
+    attn_tc_scores<D>(st, Ks, 16 * warp, Qs, lo, 4);    // st: keys × queries, K Qᵀ
+    attn_tc_scores<D>(dpt, Vs, 16 * warp, dOs, lo, 4);  // dpt: keys × queries, V dOᵀ
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int ql = 8 * j + 2 * tig + (e & 1);
+        const bool keep = ql < qrows && (!diag || kl + 8 * (e >> 1) <= ql);
+        const float p = keep ? exp2f(st[j][e] * a.scale_log2 - Ls[ql]) : 0.0f;
+        st[j][e] = p;
+        dpt[j][e] = p * (dpt[j][e] - Ds[ql]);
+      }
+    attn_tc_apply<D>(dv, st, dOs, lo, 4);  // dV += Pᵀ dO
+    attn_tc_apply<D>(dk, dpt, Qs, lo, 4);  // dK += dSᵀ Q
+  }
+  bf16* gk = dqkv + b * Tn * ldg + a.q_width + g * D;
+  attn_tc_store<D>(gk, ldg, dk, key0, Tn, a.scale, a.scale);
+  attn_tc_store<D>(gk + a.kv_width, ldg, dv, key0, Tn, 1.0f, 1.0f);
+}
+
+/// attention_dq_kernel on tensor cores (bf16): query tile i = gridDim.y − 1 − blockIdx.y of
+/// (b, h) = blockIdx.x; for key tiles 0..i, S = Q Kᵀ and dP = dO Vᵀ, then dQ += dS K by mma.
+template <int D>
+__global__ void __launch_bounds__(attn_mma_threads)
+    attention_dq_tc_kernel(const bf16* qkv, index_t ldq, const bf16* dout, index_t ldd, const float* lse,
+                           const float* delta, bf16* dqkv, index_t ldg, AttnArgs a) {
+  constexpr int TL = attn_tile * (D + 8);
+  extern __shared__ float4 attn_shared[];
+  bf16* Qs = reinterpret_cast<bf16*>(attn_shared);  // (64, D) queries of this tile
+  bf16* dOs = Qs + TL;                               // (64, D) dO of this tile
+  bf16* KV = dOs + TL;                               // 2 buffers of (64, D) keys then (64, D) values
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, gid = lane / 4, tig = lane % 4;
+  const index_t Tn = a.seq, bh = blockIdx.x, b = bh / a.heads, h = bh % a.heads, g = h / a.group;
+  const int qi = static_cast<int>(gridDim.y - 1 - blockIdx.y);
+  const index_t q0 = index_t(qi) * attn_tile;
+  const int qrows = attn_rows(Tn, q0);
+  const bf16* base = qkv + b * Tn * ldq;
+  const bf16* kbase = base + a.q_width + g * D;
+  const bf16* vbase = kbase + a.kv_width;
+  attn_tc_load<D>(Qs, base + q0 * ldq + h * D, ldq, qrows);
+  attn_tc_load<D>(dOs, dout + (b * Tn + q0) * ldd + h * D, ldd, qrows);
+  attn_tc_load<D>(KV, kbase, ldq, attn_rows(Tn, 0));
+  attn_tc_load<D>(KV + TL, vbase, ldq, attn_rows(Tn, 0));
+  attn_cp_commit();
+
+  const index_t row0 = q0 + 16 * warp + gid;  // this lane's queries: row0 and row0 + 8
+  float Lr[2], Dr[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const index_t t = row0 + 8 * r;
+    Lr[r] = t < Tn ? lse[bh * Tn + t] * attn_log2e : 0.0f;
+    Dr[r] = t < Tn ? delta[bh * Tn + t] : 0.0f;
+  }
+  float dq[D / 8][4];
+#pragma unroll
+  for (int n = 0; n < D / 8; ++n) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.0f;
+  for (int kj = 0; kj <= qi; ++kj) {
+    attn_cp_wait();
+    __syncthreads();  // tile kj is in; every warp is done with tile kj − 1, whose buffer is refilled
+    if (kj < qi) {
+      const index_t k1 = index_t(kj + 1) * attn_tile;
+      bf16* next = KV + 2 * TL * ((kj + 1) & 1);
+      attn_tc_load<D>(next, kbase + k1 * ldq, ldq, attn_rows(Tn, k1));
+      attn_tc_load<D>(next + TL, vbase + k1 * ldq, ldq, attn_rows(Tn, k1));
+    }
+    attn_cp_commit();
+    const bf16* Ks = KV + 2 * TL * (kj & 1);
+    const bf16* Vs = Ks + TL;
+    // Only the diagonal tile (k0 = q0) is masked, as in forward, and its key blocks past the
+    // warp's rows are skipped. Rows >= T (zero Q, dO, L and D) are never stored.
+    const bool diag = kj == qi;
+    const int hi = diag ? warp + 1 : 4;
+    float s[8][4] = {}, dp[8][4] = {};
+    attn_tc_scores<D>(s, Qs, 16 * warp, Ks, 0, hi);    // Q Kᵀ
+    attn_tc_scores<D>(dp, dOs, 16 * warp, Vs, 0, hi);  // dO Vᵀ
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = e >> 1, lr = 16 * warp + gid + 8 * r, lc = 8 * j + 2 * tig + (e & 1);
+        const bool keep = !diag || (lc <= lr && lr < qrows);
+        const float p = keep ? exp2f(s[j][e] * a.scale_log2 - Lr[r]) : 0.0f;
+        s[j][e] = p * (dp[j][e] - Dr[r]);  // dS
+      }
+    attn_tc_apply<D>(dq, s, Ks, 0, hi);  // dQ += dS K
+  }
+  attn_tc_store<D>(dqkv + b * Tn * ldg + h * D, ldg, dq, row0, Tn, a.scale, a.scale);
+}
+
+/// Whether the bf16 tensor-core kernels can read these matrices: 16-byte aligned rows.
+template <class T>
+bool attn_tc_ok(const MatrixView<const T, Device>& m) {
+  return reinterpret_cast<std::uintptr_t>(m.data()) % 16 == 0 && m.ld() % 8 == 0;
+}
+
 /// Throws unless the shape is valid, its head width has a kernel and qkv, a (B*T, A) matrix and
 /// the 2-D grid fit it.
 template <class T>
@@ -509,6 +935,16 @@ void attention_forward(const AttentionShape& shape, const MatrixView<const std::
                   static_cast<unsigned>((shape.seq + detail::attn_tile - 1) / detail::attn_tile));
   detail::dispatch_head_dim(shape.head_dim, [&](auto hd) {
     constexpr int D = decltype(hd)::value;
+    if constexpr (std::is_same_v<T, bf16>) {
+      if (detail::attn_tc_ok(qkv)) {
+        constexpr std::size_t tc_smem = detail::attn_tc_forward_smem<D>;
+        detail::allow_shared(detail::attention_forward_tc_kernel<D>, tc_smem);
+        detail::attention_forward_tc_kernel<D><<<grid, detail::attn_mma_threads, tc_smem, runtime().stream()>>>(
+            qkv.data(), qkv.ld(), out.data(), out.ld(), lse.data(), a);
+        BONSAI_CUDA_CHECK_LAUNCH("attention_forward_tc_kernel");
+        return;
+      }
+    }
     constexpr std::size_t smem = detail::attn_forward_smem<D>;
     detail::allow_shared(detail::attention_forward_kernel<T, D>, smem);
     detail::attention_forward_kernel<T, D><<<grid, detail::attn_threads, smem, runtime().stream()>>>(
@@ -552,6 +988,24 @@ void attention_backward(const AttentionShape& shape, const MatrixView<const std:
   const unsigned tiles = static_cast<unsigned>((shape.seq + detail::attn_tile - 1) / detail::attn_tile);
   detail::dispatch_head_dim(shape.head_dim, [&](auto hd) {
     constexpr int D = decltype(hd)::value;
+    if constexpr (std::is_same_v<T, bf16>) {
+      if (detail::attn_tc_ok(qkv) && detail::attn_tc_ok(dout)) {
+        constexpr std::size_t dkv_smem = detail::attn_tc_dkv_smem<D>, dq_smem = detail::attn_tc_dq_smem<D>;
+        detail::allow_shared(detail::attention_dkv_tc_kernel<D>, dkv_smem);
+        detail::attention_dkv_tc_kernel<D>
+            <<<dim3(static_cast<unsigned>(shape.batch * shape.kv_heads), tiles), detail::attn_mma_threads, dkv_smem,
+               runtime().stream()>>>(qkv.data(), qkv.ld(), dout.data(), dout.ld(), lse.data(), delta.data(),
+                                     dqkv.data(), dqkv.ld(), a);
+        BONSAI_CUDA_CHECK_LAUNCH("attention_dkv_tc_kernel");
+        detail::allow_shared(detail::attention_dq_tc_kernel<D>, dq_smem);
+        detail::attention_dq_tc_kernel<D>
+            <<<dim3(static_cast<unsigned>(shape.batch * shape.heads), tiles), detail::attn_mma_threads, dq_smem,
+               runtime().stream()>>>(qkv.data(), qkv.ld(), dout.data(), dout.ld(), lse.data(), delta.data(),
+                                     dqkv.data(), dqkv.ld(), a);
+        BONSAI_CUDA_CHECK_LAUNCH("attention_dq_tc_kernel");
+        return;
+      }
+    }
     constexpr std::size_t dkv_smem = detail::attn_dkv_smem<D>, dq_smem = detail::attn_dq_smem<D>;
     detail::allow_shared(detail::attention_dkv_kernel<T, D>, dkv_smem);
     detail::attention_dkv_kernel<T, D>
