@@ -17,6 +17,7 @@
 #include "../../core/tensor.hpp"
 #include "../epilogue.hpp"
 #include "gemm.cuh"
+#include "vector.cuh"
 
 namespace bonsai::cuda {
 
@@ -185,13 +186,6 @@ __global__ void __launch_bounds__(epilogue_threads)
     }
   }
 }
-
-/// 16 bytes of T: one vector load or store.
-template <class T>
-struct alignas(16) Vec16 {
-  static constexpr int size = 16 / sizeof(T);
-  T v[size];
-};
 
 /// The fast path when one side of the (a, b) view has S ≤ 4 elements (S = 1: the identity).
 /// Each thread owns V = 16 / sizeof(T) consecutive positions g0..g0+V-1 of the long side (length

@@ -14,7 +14,7 @@
 #include <utility>
 
 #include "../../core/tensor.hpp"
-#include "epilogue.cuh"
+#include "vector.cuh"
 #include "error.cuh"
 #include "memory.cuh"
 #include "runtime.cuh"
@@ -38,33 +38,6 @@ inline constexpr int rownorm_warp_units =
     256;  // a row of at most this many loads (of V elements) takes one warp
 inline constexpr int rownorm_tile_cols = 32;  // column-sum kernel: 32 columns x 8 row lanes
 inline constexpr int rownorm_tile_rows = rownorm_threads / rownorm_tile_cols;
-
-/// V consecutive elements of T as floats: one 16-byte load when V > 1 (p 16-byte aligned).
-template <class T, int V>
-__device__ __forceinline__ void rownorm_load(const T* p, float (&v)[V]) {
-  if constexpr (V == 1) {
-    v[0] = static_cast<float>(*p);
-  } else {
-    static_assert(V == Vec16<T>::size, "vector loads are 16 bytes");
-    const Vec16<T> w = *reinterpret_cast<const Vec16<T>*>(p);
-#pragma unroll
-    for (int e = 0; e < V; ++e) v[e] = static_cast<float>(w.v[e]);
-  }
-}
-
-/// Stores V floats as V consecutive elements of T: one 16-byte store when V > 1.
-template <class T, int V>
-__device__ __forceinline__ void rownorm_store(T* p, const float (&v)[V]) {
-  if constexpr (V == 1) {
-    *p = static_cast<T>(v[0]);
-  } else {
-    static_assert(V == Vec16<T>::size, "vector stores are 16 bytes");
-    Vec16<T> w;
-#pragma unroll
-    for (int e = 0; e < V; ++e) w.v[e] = static_cast<T>(v[e]);
-    *reinterpret_cast<Vec16<T>*>(p) = w;
-  }
-}
 
 /// a, b = their sums over the RowThreads threads of one row (a warp, or the whole block), added
 /// in a fixed order; every thread of the row gets the same totals. The xor butterfly gives all
@@ -119,7 +92,7 @@ __global__ void __launch_bounds__(rownorm_threads)
   float s = 0.0f, unused = 0.0f;
   for (index_t k = t; k < units; k += RowThreads) {
     float v[V];
-    rownorm_load<T, V>(xr + k * V, v);
+    load_vec<T, V>(xr + k * V, v);
 #pragma unroll
     for (int e = 0; e < V; ++e) s += Centered ? v[e] : v[e] * v[e];
   }
@@ -131,7 +104,7 @@ __global__ void __launch_bounds__(rownorm_threads)
     float q = 0.0f;
     for (index_t k = t; k < units; k += RowThreads) {
       float v[V];
-      rownorm_load<T, V>(xr + k * V, v);
+      load_vec<T, V>(xr + k * V, v);
 #pragma unroll
       for (int e = 0; e < V; ++e) q += (v[e] - mu) * (v[e] - mu);
     }
@@ -143,17 +116,17 @@ __global__ void __launch_bounds__(rownorm_threads)
 
   for (index_t k = t; k < units; k += RowThreads) {
     float v[V], wv[V], out[V];
-    rownorm_load<T, V>(xr + k * V, v);
-    rownorm_load<T, V>(w + k * V, wv);
+    load_vec<T, V>(xr + k * V, v);
+    load_vec<T, V>(w + k * V, wv);
 #pragma unroll
     for (int e = 0; e < V; ++e) out[e] = (v[e] - mu) * rs * wv[e];
     if constexpr (Centered) {
       float bv[V];
-      rownorm_load<T, V>(b + k * V, bv);
+      load_vec<T, V>(b + k * V, bv);
 #pragma unroll
       for (int e = 0; e < V; ++e) out[e] += bv[e];
     }
-    rownorm_store<T, V>(yr + k * V, out);
+    store_vec<T, V>(yr + k * V, out);
   }
   if (t == 0) {
     if constexpr (Centered) mean[r] = mu;
@@ -184,9 +157,9 @@ __global__ void __launch_bounds__(rownorm_threads)
   float sum_g = 0.0f, sum_gx = 0.0f;
   for (index_t k = t; k < units; k += RowThreads) {
     float g[V], xv[V], wv[V];
-    rownorm_load<T, V>(gr + k * V, g);
-    rownorm_load<T, V>(xr + k * V, xv);
-    rownorm_load<T, V>(w + k * V, wv);
+    load_vec<T, V>(gr + k * V, g);
+    load_vec<T, V>(xr + k * V, xv);
+    load_vec<T, V>(w + k * V, wv);
 #pragma unroll
     for (int e = 0; e < V; ++e) {
       const float gw = g[e] * wv[e];
@@ -199,18 +172,18 @@ __global__ void __launch_bounds__(rownorm_threads)
 
   for (index_t k = t; k < units; k += RowThreads) {
     float g[V], xv[V], wv[V], out[V];
-    rownorm_load<T, V>(gr + k * V, g);
-    rownorm_load<T, V>(xr + k * V, xv);
-    rownorm_load<T, V>(w + k * V, wv);
+    load_vec<T, V>(gr + k * V, g);
+    load_vec<T, V>(xr + k * V, xv);
+    load_vec<T, V>(w + k * V, wv);
 #pragma unroll
     for (int e = 0; e < V; ++e) out[e] = rs * (g[e] * wv[e] - mean_g - (xv[e] - mu) * rs * mean_gx);
     if (accumulate) {
       float d[V];
-      rownorm_load<T, V>(dr + k * V, d);
+      load_vec<T, V>(dr + k * V, d);
 #pragma unroll
       for (int e = 0; e < V; ++e) out[e] += d[e];
     }
-    rownorm_store<T, V>(dr + k * V, out);
+    store_vec<T, V>(dr + k * V, out);
   }
 }
 

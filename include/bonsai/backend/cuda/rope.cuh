@@ -25,7 +25,7 @@
 #include "../../core/tensor.hpp"
 #include "../cpu/attention.hpp"
 #include "../cpu/rope.hpp"
-#include "epilogue.cuh"
+#include "vector.cuh"
 #include "error.cuh"
 #include "memory.cuh"
 #include "runtime.cuh"
@@ -121,33 +121,6 @@ __device__ __forceinline__ void rope_load_table(const float* p, float (&v)[V]) {
   }
 }
 
-/// V consecutive elements of T as floats: one 16-byte load when V > 1.
-template <class T, int V>
-__device__ __forceinline__ void rope_load(const T* p, float (&v)[V]) {
-  if constexpr (V == 1) {
-    v[0] = static_cast<float>(*p);
-  } else {
-    static_assert(V == Vec16<T>::size, "vector loads are 16 bytes");
-    const Vec16<T> w = *reinterpret_cast<const Vec16<T>*>(p);
-#pragma unroll
-    for (int e = 0; e < V; ++e) v[e] = static_cast<float>(w.v[e]);
-  }
-}
-
-/// Stores V floats as V consecutive elements of T: one 16-byte store when V > 1.
-template <class T, int V>
-__device__ __forceinline__ void rope_store(T* p, const float (&v)[V]) {
-  if constexpr (V == 1) {
-    *p = static_cast<T>(v[0]);
-  } else {
-    static_assert(V == Vec16<T>::size, "vector stores are 16 bytes");
-    Vec16<T> w;
-#pragma unroll
-    for (int e = 0; e < V; ++e) w.v[e] = static_cast<T>(v[e]);
-    *reinterpret_cast<Vec16<T>*>(p) = w;
-  }
-}
-
 /// Rotates the query and key columns [0, (Hq + Hkv) · 2 half) of x (rows, ·), row stride ld, in
 /// place (units = (Hq + Hkv) · half / V): row r is at
 /// position pos + r % seq; `sign` = +1 is the forward rotation, −1 its inverse. Thread
@@ -172,8 +145,8 @@ __global__ void __launch_bounds__(rope_threads)
     T* a = xr + static_cast<index_t>(head) * (2 * half) + i;
     T* b = a + half;
     float x1[V], x2[V], c[V], s[V];
-    rope_load<T, V>(a, x1);
-    rope_load<T, V>(b, x2);
+    load_vec<T, V>(a, x1);
+    load_vec<T, V>(b, x2);
     rope_load_table<V>(cp + i, c);
     rope_load_table<V>(sp + i, s);
     float y1[V], y2[V];
@@ -183,8 +156,8 @@ __global__ void __launch_bounds__(rope_threads)
       y1[e] = x1[e] * c[e] - x2[e] * se;
       y2[e] = x2[e] * c[e] + x1[e] * se;
     }
-    rope_store<T, V>(a, y1);
-    rope_store<T, V>(b, y2);
+    store_vec<T, V>(a, y1);
+    store_vec<T, V>(b, y2);
   }
 }
 
