@@ -238,6 +238,22 @@ void check_adamw_view(const VectorView<T, Device>& x, const char* name, index_t 
                "; it must be contiguous");
 }
 
+/// The checks both adamw_step overloads make; returns the arena size n.
+template <class T>
+index_t check_adamw_views(const VectorView<float, Device>& master, const VectorView<T, Device>& params,
+                          const VectorView<const T, Device>& grads, const VectorView<float, Device>& m,
+                          const VectorView<float, Device>& v) {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, bf16>, "cuda::adamw_step: T is float or bf16");
+  const index_t n = master.size();
+  BONSAI_CHECK(n == 0 || master.stride(0) == 1, "cuda::adamw_step: master has stride ", master.stride(0),
+               "; it must be contiguous");
+  check_adamw_view(params, "params", n);
+  check_adamw_view(grads, "grads", n);
+  check_adamw_view(m, "m", n);
+  check_adamw_view(v, "v", n);
+  return n;
+}
+
 inline void check_adamw_config(const AdamWConfig& c) {
   BONSAI_CHECK(c.beta1 >= 0 && c.beta1 < 1, "cuda::adamw_step: beta1 = ", c.beta1,
                " is outside [0, 1)");
@@ -359,15 +375,7 @@ void adamw_step(const VectorView<float, Device>& master, const VectorView<T, Dev
                 const VectorView<float, Device>& m, const VectorView<float, Device>& v,
                 const AdamWConfig& config, std::int64_t step, double lr, double weight_decay,
                 double grad_scale = 1.0) {
-  static_assert(std::is_same_v<T, float> || std::is_same_v<T, bf16>,
-                "cuda::adamw_step: T is float or bf16");
-  const index_t n = master.size();
-  BONSAI_CHECK(n == 0 || master.stride(0) == 1, "cuda::adamw_step: master has stride ",
-               master.stride(0), "; it must be contiguous");
-  detail::check_adamw_view(params, "params", n);
-  detail::check_adamw_view(grads, "grads", n);
-  detail::check_adamw_view(m, "m", n);
-  detail::check_adamw_view(v, "v", n);
+  const index_t n = detail::check_adamw_views(master, params, grads, m, v);
   const AdamWScalars s = adamw_scalars(config, step, lr, weight_decay, grad_scale);
   if (n == 0) return;
   detail::check_adamw_buffers(master.data(), params.data(), grads.data(), m.data(), v.data(), n);
@@ -383,15 +391,7 @@ void adamw_step(const std::vector<AdamWRange>& ranges, const VectorView<float, D
                 const VectorView<const std::type_identity_t<T>, Device>& grads,
                 const VectorView<float, Device>& m, const VectorView<float, Device>& v,
                 const AdamWConfig& config, std::int64_t step, double lr, double grad_scale = 1.0) {
-  static_assert(std::is_same_v<T, float> || std::is_same_v<T, bf16>,
-                "cuda::adamw_step: T is float or bf16");
-  const index_t n = master.size();
-  BONSAI_CHECK(n == 0 || master.stride(0) == 1, "cuda::adamw_step: master has stride ",
-               master.stride(0), "; it must be contiguous");
-  detail::check_adamw_view(params, "params", n);
-  detail::check_adamw_view(grads, "grads", n);
-  detail::check_adamw_view(m, "m", n);
-  detail::check_adamw_view(v, "v", n);
+  const index_t n = detail::check_adamw_views(master, params, grads, m, v);
   for (const AdamWRange& r : ranges)
     BONSAI_CHECK(0 <= r.begin && r.begin <= r.end && r.end <= n, "cuda::adamw_step: range [",
                  r.begin, ", ", r.end, ") lies outside the arena of shape ", shape{n});
