@@ -51,19 +51,24 @@ class RopeTable {
 
 namespace detail {
 
+/// The checks of rope_forward / rope_backward in every backend: qkv (rows, cols) with column
+/// stride col_stride against the shape, and the table's head_dim and max_seq against the positions.
+inline void check_rope(const char* who, const AttentionShape& s, index_t rows, index_t cols, index_t col_stride,
+                       index_t table_head_dim, index_t table_max_seq, index_t pos) {
+  s.validate();
+  BONSAI_CHECK(rows == s.tokens() && cols == s.qkv_width() && col_stride == 1, who, ": qkv has shape ",
+               shape{rows, cols}, " but ", s, " takes ", shape{s.tokens(), s.qkv_width()}, " with contiguous rows");
+  BONSAI_CHECK(table_head_dim == s.head_dim, who, ": the RopeTable has head_dim ", table_head_dim, " but ", s);
+  BONSAI_CHECK(pos >= 0 && pos + s.seq <= table_max_seq, who, ": positions [", pos, ", ", pos + s.seq,
+               ") exceed the RopeTable's max_seq = ", table_max_seq);
+}
+
 /// Rotates the query and key heads of every row of x (B*T, A + 2KV) in place; `sign` = +1 is
 /// the forward rotation, −1 its inverse.
 template <class T>
 void rope_apply(const char* who, const AttentionShape& s, const RopeTable<T>& table, const MatrixView<T>& x,
                 index_t pos, T sign) {
-  s.validate();
-  BONSAI_CHECK(x.rows() == s.tokens() && x.cols() == s.qkv_width() && x.stride(1) == 1, who,
-               ": qkv has shape ", shape{x.rows(), x.cols()}, " but ", s, " takes ",
-               shape{s.tokens(), s.qkv_width()}, " with contiguous rows");
-  BONSAI_CHECK(table.head_dim() == s.head_dim, who, ": the RopeTable has head_dim ", table.head_dim(),
-               " but ", s);
-  BONSAI_CHECK(pos >= 0 && pos + s.seq <= table.max_seq(), who, ": positions [", pos, ", ",
-               pos + s.seq, ") exceed the RopeTable's max_seq = ", table.max_seq());
+  check_rope(who, s, x.rows(), x.cols(), x.stride(1), table.head_dim(), table.max_seq(), pos);
   const index_t Tn = s.seq, hd = s.head_dim, half = hd / 2, rotated = s.heads + s.kv_heads;
   parallel_for(
       s.tokens(),

@@ -166,14 +166,7 @@ template <class T>
 void rope_apply(const char* who, const AttentionShape& s, const RopeTable& table,
                 const MatrixView<T, Device>& x, index_t pos, float sign) {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, bf16>, "RoPE runs on float and bf16");
-  s.validate();
-  BONSAI_CHECK(x.rows() == s.tokens() && x.cols() == s.qkv_width() && x.stride(1) == 1, who,
-               ": qkv has shape ", shape{x.rows(), x.cols()}, " but ", s, " takes ",
-               shape{s.tokens(), s.qkv_width()}, " with contiguous rows");
-  BONSAI_CHECK(table.head_dim() == s.head_dim, who, ": the RopeTable has head_dim ", table.head_dim(),
-               " but ", s);
-  BONSAI_CHECK(pos >= 0 && pos + s.seq <= table.max_seq(), who, ": positions [", pos, ", ",
-               pos + s.seq, ") exceed the RopeTable's max_seq = ", table.max_seq());
+  cpu::detail::check_rope(who, s, x.rows(), x.cols(), x.stride(1), table.head_dim(), table.max_seq(), pos);
   const index_t half = s.head_dim / 2, rotated = s.heads + s.kv_heads;
   BONSAI_CHECK(rotated * half <= index_t(INT32_MAX), who, ": ", s, " has too many rotated columns");
 
