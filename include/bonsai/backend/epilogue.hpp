@@ -9,6 +9,20 @@
 
 #include "../core/view.hpp"
 
+namespace bonsai {
+
+/// The layout in which an output stage moves a row: identity, or the transpose of a row-major
+/// (a, b) view as Shuffle(a, b) does (a or b = 1 is the identity too). Every backend's fused
+/// epilogue takes one, so a product ending in a Shuffle permutes in its epilogue pass.
+struct RowLayout {
+  index_t a = 0, b = 0;
+  static RowLayout identity() { return {}; }
+  static RowLayout transposed(index_t a, index_t b) { return {a, b}; }
+  bool is_identity() const noexcept { return a == 0 || a == 1 || b == 1; }
+};
+
+}  // namespace bonsai
+
 namespace bonsai::epilogue {
 
 /// y = acc.

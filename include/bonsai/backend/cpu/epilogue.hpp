@@ -14,15 +14,6 @@
 
 namespace bonsai::cpu {
 
-/// The layout in which an accumulator row is read: identity, or the transpose of a row-major
-/// (a, b) view as done by Shuffle(a, b).
-struct RowLayout {
-  index_t a = 0, b = 0;
-  static RowLayout identity() { return {}; }
-  static RowLayout transposed(index_t a, index_t b) { return {a, b}; }
-  bool is_identity() const noexcept { return a == 0; }
-};
-
 /// Scratch an epilogue keeps between forward and backward.
 template <class T>
 struct EpilogueState {

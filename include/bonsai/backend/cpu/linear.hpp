@@ -57,13 +57,13 @@ struct Lowering<Dense<T, I, O>, Host> {
     ctx.x = x;
     const auto acc = cpu::accumulator(epi, y, ctx.epi);  // (T, out)
     cpu::gemm(T(1), x, cpu::Op::N, f.weight(), cpu::Op::T, T(0), acc);
-    cpu::epilogue_forward(epi, MatrixView<const T, Host>(acc), cpu::RowLayout::identity(), y, ctx.epi);
+    cpu::epilogue_forward(epi, MatrixView<const T, Host>(acc), RowLayout::identity(), y, ctx.epi);
   }
 
   template <class Epi>
   static void backward(const Map& f, Context<T>& ctx, const MatrixView<const T, Host>& dy,
                        const MatrixView<T, Host>& dx, const Map& grads, const Epi& epi) {
-    const auto g = cpu::epilogue_backward(epi, dy, cpu::RowLayout::identity(),
+    const auto g = cpu::epilogue_backward(epi, dy, RowLayout::identity(),
                                           cpu::dacc_target(epi, dy.rows(), dy.cols(), ctx.epi), ctx.epi);
     cpu::gemm(T(1), g, cpu::Op::T, ctx.x, cpu::Op::N, T(1), grads.weight());  // (out, in)
     if (!dx.empty()) cpu::gemm(T(1), g, cpu::Op::N, f.weight(), cpu::Op::N, T(0), dx);
@@ -84,14 +84,14 @@ struct Lowering<LowRank<T, I, O>, Host> {
     cpu::gemm(T(1), x, cpu::Op::N, f.v(), cpu::Op::T, T(0), h);
     const auto acc = cpu::accumulator(epi, y, ctx.epi);  // (T, out)
     cpu::gemm(T(1), h, cpu::Op::N, f.u(), cpu::Op::T, T(0), acc);
-    cpu::epilogue_forward(epi, MatrixView<const T, Host>(acc), cpu::RowLayout::identity(), y, ctx.epi);
+    cpu::epilogue_forward(epi, MatrixView<const T, Host>(acc), RowLayout::identity(), y, ctx.epi);
   }
 
   template <class Epi>
   static void backward(const Map& f, Context<T>& ctx, const MatrixView<const T, Host>& dy,
                        const MatrixView<T, Host>& dx, const Map& grads, const Epi& epi) {
     const index_t tokens = dy.rows();
-    const auto g = cpu::epilogue_backward(epi, dy, cpu::RowLayout::identity(),
+    const auto g = cpu::epilogue_backward(epi, dy, RowLayout::identity(),
                                           cpu::dacc_target(epi, tokens, dy.cols(), ctx.epi), ctx.epi);
     const MatrixView<const T, Host> h(ctx.h[0].matrix(tokens, f.rank()));  // (T, R)
     cpu::gemm(T(1), g, cpu::Op::T, h, cpu::Op::N, T(1), grads.u());          // dU (out, R)
@@ -118,13 +118,13 @@ struct Lowering<BlockDiag<T, I, O>, Host> {
     for (index_t i = 0; i < f.blocks(); ++i)  // acc_i (T, s) = x_i (T, p) W_i^T
       cpu::gemm(T(1), columns(x, i * p, p), cpu::Op::N, f.block(i),
                 cpu::Op::T, T(0), columns(acc, i * s, s));
-    cpu::epilogue_forward(epi, MatrixView<const T, Host>(acc), cpu::RowLayout::identity(), y, ctx.epi);
+    cpu::epilogue_forward(epi, MatrixView<const T, Host>(acc), RowLayout::identity(), y, ctx.epi);
   }
 
   template <class Epi>
   static void backward(const Map& f, Context<T>& ctx, const MatrixView<const T, Host>& dy,
                        const MatrixView<T, Host>& dx, const Map& grads, const Epi& epi) {
-    const auto g = cpu::epilogue_backward(epi, dy, cpu::RowLayout::identity(),
+    const auto g = cpu::epilogue_backward(epi, dy, RowLayout::identity(),
                                           cpu::dacc_target(epi, dy.rows(), dy.cols(), ctx.epi), ctx.epi);
     const index_t p = f.block_in(), s = f.block_out();
     for (index_t i = 0; i < f.blocks(); ++i) {

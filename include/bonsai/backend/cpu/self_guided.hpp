@@ -41,7 +41,7 @@ struct Lowering<SelfGuided<S>, Host> {
     const auto acc = cpu::accumulator(epi, y, ctx.epi);  // (T, out)
     Lowering<S, Host>::forward(f.structured(), x, acc, ctx.structured, epilogue::None{});
     cpu::gemm(a, x, cpu::Op::N, f.guide().weight(), cpu::Op::T, T(1) - a, acc);
-    cpu::epilogue_forward(epi, MatrixView<const T, Host>(acc), cpu::RowLayout::identity(), y, ctx.epi);
+    cpu::epilogue_forward(epi, MatrixView<const T, Host>(acc), RowLayout::identity(), y, ctx.epi);
   }
 
   template <class T, class Epi>
@@ -53,7 +53,7 @@ struct Lowering<SelfGuided<S>, Host> {
       return Lowering<Guide, Host>::backward(f.guide(), ctx.guide, dy, dx, grads.guide(), epi);
     const T a(ctx.alpha);
     const index_t tokens = dy.rows(), out = dy.cols();
-    const auto g = cpu::epilogue_backward(epi, dy, cpu::RowLayout::identity(),
+    const auto g = cpu::epilogue_backward(epi, dy, RowLayout::identity(),
                                           cpu::dacc_target(epi, tokens, out, ctx.epi), ctx.epi);
     const auto gs = ctx.gs.matrix(tokens, out);  // (T, out)
     as_eigen(gs) = (T(1) - a) * as_eigen(g);

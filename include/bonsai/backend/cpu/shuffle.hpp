@@ -19,10 +19,7 @@ struct Lowering<Shuffle<N>, Host> {
     index_t tokens() const noexcept { return epi.tokens; }
   };
 
-  static cpu::RowLayout layout(const Map& f) {
-    return f.a() == 1 || f.b() == 1 ? cpu::RowLayout::identity()
-                                    : cpu::RowLayout::transposed(f.a(), f.b());
-  }
+  static RowLayout layout(const Map& f) { return RowLayout::transposed(f.a(), f.b()); }
 
   template <class T, class Epi>
   static void forward(const Map& f, const MatrixView<const T, Host>& x, const MatrixView<T, Host>& y,

@@ -2,9 +2,10 @@
 // output, cuBLASLt's own epilogue adds the bias and applies tanh-GELU (keeping acc + b for
 // backward); otherwise — after a Shuffle, or when cuBLASLt offers no algorithm — one kernel
 // reads the accumulator through the row layout (identity, or the transpose of a row-major (a, b)
-// view as Shuffle(a, b) does), adds the bias, applies GELU and writes y in one pass. Both run
-// through shared-memory tiles of 1024 elements, so reads and writes stay coalesced under the
-// transpose. Backward is the mirror pass: d(acc) = layout^-1(dy * gelu'(pre)), with dbias summed
+// view as Shuffle(a, b) does), adds the bias, applies GELU and writes y in one pass: with 16-byte
+// vectors when one side of the view has at most 4 elements (the identity included), else through
+// shared-memory tiles of 1024 elements, so reads and writes stay coalesced under the transpose.
+// Backward is the mirror pass: d(acc) = layout^-1(dy * gelu'(pre)), with dbias summed
 // per (tile, row chunk) and reduced in a fixed order, so results do not depend on scheduling.
 #pragma once
 
@@ -20,14 +21,6 @@
 #include "vector.cuh"
 
 namespace bonsai::cuda {
-
-/// The layout a row is written through: identity, or the transpose of a row-major (a, b) view.
-struct RowLayout {
-  index_t a = 0, b = 0;
-  static RowLayout identity() { return {}; }
-  static RowLayout transposed(index_t a, index_t b) { return {a, b}; }
-  bool is_identity() const noexcept { return a == 0 || a == 1 || b == 1; }
-};
 
 /// Scratch an epilogue keeps between forward and backward.
 template <class T>

@@ -56,7 +56,7 @@ struct Lowering<Dense<T, I, O>, Device> {
   template <class Epi>
   static void backward(const Map& f, Context<T>& ctx, const MatrixView<const T, Device>& dy,
                        const MatrixView<T, Device>& dx, const Map& grads, const Epi& epi) {
-    const auto g = cuda::epilogue_backward(epi, dy, cuda::RowLayout::identity(),
+    const auto g = cuda::epilogue_backward(epi, dy, RowLayout::identity(),
                                            cuda::dacc_target(epi, dy.rows(), dy.cols(), ctx.epi), ctx.epi);
     cuda::gemm<T>(1.0f, g, cuda::Op::T, ctx.x, cuda::Op::N, 1.0f, grads.template weight<Device>());  // (out, in)
     if (!dx.empty()) cuda::gemm<T>(1.0f, g, cuda::Op::N, f.template weight<Device>(), cuda::Op::N, 0.0f, dx);
@@ -85,7 +85,7 @@ struct Lowering<LowRank<T, I, O>, Device> {
   static void backward(const Map& f, Context<T>& ctx, const MatrixView<const T, Device>& dy,
                        const MatrixView<T, Device>& dx, const Map& grads, const Epi& epi) {
     const index_t tokens = dy.rows();
-    const auto g = cuda::epilogue_backward(epi, dy, cuda::RowLayout::identity(),
+    const auto g = cuda::epilogue_backward(epi, dy, RowLayout::identity(),
                                            cuda::dacc_target(epi, tokens, dy.cols(), ctx.epi), ctx.epi);
     const MatrixView<const T, Device> h(ctx.h[0].matrix(tokens, f.rank()));  // (T, R)
     cuda::gemm<T>(1.0f, g, cuda::Op::T, h, cuda::Op::N, 1.0f, grads.template u<Device>());  // dU (out, R)
@@ -117,7 +117,7 @@ struct Lowering<BlockDiag<T, I, O>, Device> {
   template <class Epi>
   static void backward(const Map& f, Context<T>& ctx, const MatrixView<const T, Device>& dy,
                        const MatrixView<T, Device>& dx, const Map& grads, const Epi& epi) {
-    const auto g = cuda::epilogue_backward(epi, dy, cuda::RowLayout::identity(),
+    const auto g = cuda::epilogue_backward(epi, dy, RowLayout::identity(),
                                            cuda::dacc_target(epi, dy.rows(), dy.cols(), ctx.epi), ctx.epi);
     const index_t p = f.block_in(), s = f.block_out(), B = f.blocks();
     // dW_i (s, p) += g_i^T x_i

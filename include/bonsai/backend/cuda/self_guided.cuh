@@ -56,7 +56,7 @@ struct Lowering<SelfGuided<S>, Device> {
     if constexpr (epilogue::has_gelu<Epi>) acc = ctx.epi.pre.matrix(y.rows(), y.cols());
     Lowering<S, Device>::forward(f.structured(), x, acc, ctx.structured, epilogue::None{});
     cuda::gemm<T>(a, x, cuda::Op::N, f.guide().template weight<Device>(), cuda::Op::T, 1.0f - a, acc);
-    cuda::epilogue_forward(epi, MatrixView<const T, Device>(acc), cuda::RowLayout::identity(), y, ctx.epi);
+    cuda::epilogue_forward(epi, MatrixView<const T, Device>(acc), RowLayout::identity(), y, ctx.epi);
   }
 
   template <class T, class Epi>
@@ -68,7 +68,7 @@ struct Lowering<SelfGuided<S>, Device> {
       return Lowering<Guide, Device>::backward(f.guide(), ctx.guide, dy, dx, grads.guide(), epi);
     const float a = static_cast<float>(ctx.alpha);
     const index_t tokens = dy.rows(), out = dy.cols();
-    const auto g = cuda::epilogue_backward(epi, dy, cuda::RowLayout::identity(),
+    const auto g = cuda::epilogue_backward(epi, dy, RowLayout::identity(),
                                            cuda::dacc_target(epi, tokens, out, ctx.epi), ctx.epi);
     const auto gs = ctx.gs.matrix(tokens, out);  // (T, out)
     if (tokens > 0 && out > 0) {

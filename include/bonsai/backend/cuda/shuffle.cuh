@@ -18,7 +18,7 @@ struct Lowering<Shuffle<N>, Device> {
     index_t tokens() const noexcept { return epi.tokens; }
   };
 
-  static cuda::RowLayout layout(const Map& f) { return cuda::RowLayout::transposed(f.a(), f.b()); }
+  static RowLayout layout(const Map& f) { return RowLayout::transposed(f.a(), f.b()); }
 
   template <class T, class Epi>
   static void forward(const Map& f, const MatrixView<const T, Device>& x, const MatrixView<T, Device>& y,
