@@ -12,6 +12,8 @@
 #include <map>
 #include <string>
 
+#include "support/ffn_structures.hpp"
+
 // Inside namespace bonsai, `cuda::` names bonsai::cuda (CUDA's own headers declare a global
 // namespace cuda too).
 namespace bonsai {
@@ -164,12 +166,6 @@ void run_gemm(benchmark::State& state, index_t m, index_t k, index_t n, index_t 
   if (width > 0) gemm_tflops()[width] = tflops;
 }
 
-/// BlockDense ranks and blocks at d >= 2048 (spec §8 scaled): B = 4, R = 3d/4 (63%), 3d/8 (32%).
-struct BlockDenseConfig {
-  index_t blocks, r63, r32;
-};
-BlockDenseConfig block_dense_config(index_t d) { return {4, 3 * d / 4, 3 * d / 8}; }
-
 void register_all() {
   for (index_t d : {2048, 4096, 5120}) {
     const std::string name = "gemm/m:" + std::to_string(tokens) + "/k:" + std::to_string(d) + "/n:" + std::to_string(4 * d);
@@ -188,19 +184,7 @@ void register_all() {
           run(s, up, down, train, structure);
         })->Unit(benchmark::kMillisecond)->UseManualTime();
       };
-      const index_t f = 4 * d;
-      add("dense", [=] { return std::pair(Dense<T>(d, f), Dense<T>(f, d)); });
-      add("lowrank_63", [=] { return std::pair(LowRank<T>(d, f, d / 2), LowRank<T>(f, d, d / 2)); });
-      add("lowrank_32", [=] { return std::pair(LowRank<T>(d, f, d / 4), LowRank<T>(f, d, d / 4)); });
-      const auto bd = block_dense_config(d);
-      add("blockdense_63", [=] {
-        return std::pair(block_dense<T>(d, f, bd.r63, bd.blocks), block_dense<T>(f, d, bd.r63, bd.blocks));
-      });
-      add("blockdense_32", [=] {
-        return std::pair(block_dense<T>(d, f, bd.r32, bd.blocks), block_dense<T>(f, d, bd.r32, bd.blocks));
-      });
-      add("blockshuffle_63", [=] { return std::pair(block_shuffle<T>(d, f, 2), block_shuffle<T>(f, d, 2)); });
-      add("blockshuffle_32", [=] { return std::pair(block_shuffle<T>(d, f, 4), block_shuffle<T>(f, d, 4)); });
+      bench::for_each_ffn_structure<T>(d, add);
     }
   }
 }

@@ -11,6 +11,8 @@
 #include <map>
 #include <string>
 
+#include "support/ffn_structures.hpp"
+
 namespace {
 
 using namespace bonsai;
@@ -86,16 +88,6 @@ void run(benchmark::State& state, const Up& u, const Down& d, bool train, const 
   state.SetLabel(std::string("gemm=") + cpu::gemm_library());
 }
 
-/// BlockDense ranks and blocks of the paper's runs (spec §8): d -> {B, R63, R32}.
-struct BlockDenseConfig {
-  index_t blocks, r63, r32;
-};
-BlockDenseConfig block_dense_config(index_t d) {
-  if (d == 768) return {2, 512, 256};
-  if (d == 1024) return {4, 768, 384};
-  return {4, 3 * d / 4, 3 * d / 8};  // d = 2048: B = 4, R = 1536 / 768
-}
-
 void register_all() {
   for (bool train : {false, true}) {
     for (index_t d : {768, 1024, 2048}) {
@@ -107,19 +99,7 @@ void register_all() {
           run(s, up, down, train, structure);
         })->Unit(benchmark::kMillisecond)->UseRealTime();
       };
-      const index_t f = 4 * d;
-      add("dense", [=] { return std::pair(Dense<T>(d, f), Dense<T>(f, d)); });
-      add("lowrank_63", [=] { return std::pair(LowRank<T>(d, f, d / 2), LowRank<T>(f, d, d / 2)); });
-      add("lowrank_32", [=] { return std::pair(LowRank<T>(d, f, d / 4), LowRank<T>(f, d, d / 4)); });
-      const auto bd = block_dense_config(d);
-      add("blockdense_63", [=] {
-        return std::pair(block_dense<T>(d, f, bd.r63, bd.blocks), block_dense<T>(f, d, bd.r63, bd.blocks));
-      });
-      add("blockdense_32", [=] {
-        return std::pair(block_dense<T>(d, f, bd.r32, bd.blocks), block_dense<T>(f, d, bd.r32, bd.blocks));
-      });
-      add("blockshuffle_63", [=] { return std::pair(block_shuffle<T>(d, f, 2), block_shuffle<T>(f, d, 2)); });
-      add("blockshuffle_32", [=] { return std::pair(block_shuffle<T>(d, f, 4), block_shuffle<T>(f, d, 4)); });
+      bench::for_each_ffn_structure<T>(d, add);
     }
   }
 }
