@@ -7,7 +7,9 @@
 // accumulation), evaluates validation loss and perplexity, writes metrics.csv / main.log and
 // atomic safetensors checkpoints into --out, resumes bit-for-bit with --resume, and samples
 // text at the end. With --sgt the structured FFNs train with dense guides (self-guided training)
-// that are released, and freed, when their weight reaches 0. The FFN structure is picked once,
+// that are released, and freed, when their weight reaches 0. With --grow the model grows at the
+// given steps (Net2Net, StackBERT, MSLT, bert2BERT, LEMON), its optimizer state and learning
+// rate carried across as --grow-state and --grow-lr say. The FFN structure is picked once,
 // in main(), through a closed switch; the training loop below it is statically typed on it.
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
@@ -22,6 +24,7 @@
 #include <bonsai/train/gpt2_io.hpp>
 #include <bonsai/train/gpt_config_json.hpp>
 #include <bonsai/train/grad_clip.hpp>
+#include <bonsai/train/growth.hpp>
 #include <bonsai/train/load_tokenizer.hpp>
 #include <bonsai/train/lr_schedule.hpp>
 #include <bonsai/train/metrics.hpp>
@@ -53,6 +56,11 @@ struct Options {
   std::string sgt = "off", sgt_budget = "steps";
   double sgt_ratio = 0.5;
   bool sgt_reduce_flop = false;
+  // growth
+  std::vector<std::string> grow;
+  std::string grow_state = "reset", grow_lr = "keep", grow_new_layers = "cancel";
+  double grow_noise = -1;
+  index_t mslt_steps = 0;
   int threads = 0;
   double peak_gflops = 0;
 };
@@ -171,12 +179,43 @@ int train(const Options& o, GptConfig config) {
     }
   }
   const auto schedule = LrSchedule::cosine(o.lr, o.warmup, plan.total_steps, o.min_lr_fraction);
+
+  // ---- growth: every stage planned before any work ------------------------------------------
+  std::string grow_text;  // --grow may be repeated, one stage each
+  for (const std::string& g : o.grow) grow_text += (grow_text.empty() ? "" : ";") + g;
+  const std::vector<GrowthStage> stages = parse_growth_schedule(grow_text);
+  BONSAI_CHECK(stages.empty() || !sgt, "--grow and --sgt cannot be combined yet");
+  const std::vector<GrowthPlan> growth =
+      plan_growth(config, stages, plan.total_steps,
+                  {.seed = o.seed, .split_noise = o.grow_noise, .new_layers = parse_new_layers(o.grow_new_layers)});
+  const StateGrowth state_growth = parse_state_growth(o.grow_state);
+  const GrowthLr growth_lr = GrowthLr::parse(o.grow_lr);
+  std::vector<index_t> growth_steps;
+  for (const GrowthStage& st : stages) growth_steps.push_back(st.at);
+  const auto stages_before = [&](index_t step) {  // growth events applied before `step` trains
+    return index_t(std::count_if(stages.begin(), stages.end(), [&](const GrowthStage& st) { return st.at < step; }));
+  };
+  /// MSLT: the layers frozen at `step` (those below the new ones, for --mslt-steps after the
+  /// event; by default until half-way to the next event or the end).
+  const auto frozen_at = [&](index_t step) -> index_t {
+    const index_t k = stages_before(step + 1);  // events at or before step
+    if (k == 0 || growth[std::size_t(k - 1)].frozen_layers == 0) return 0;
+    const index_t at = stages[std::size_t(k - 1)].at;
+    const index_t next = std::size_t(k) < stages.size() ? stages[std::size_t(k)].at : plan.total_steps;
+    const index_t length = o.mslt_steps > 0 ? o.mslt_steps : (next - at) / 2;
+    return step < at + length ? growth[std::size_t(k - 1)].frozen_layers : 0;
+  };
+  nlohmann::json growth_json = nlohmann::json::array();
+  for (const GrowthStage& st : stages) growth_json.push_back(to_json(st));
+  const nlohmann::json growth_settings = {{"stages", growth_json}, {"state", o.grow_state},
+                                          {"lr", growth_lr.to_string()}, {"noise", o.grow_noise},
+                                          {"new_layers", o.grow_new_layers}, {"mslt_steps", o.mslt_steps}};
   Rng guide_rng(o.seed ^ 0x5347545f5347545fULL);
 
   DataLoader loader(o.train, {.batch_size = B, .seq_len = T, .shuffle = o.shuffle, .seed = o.seed,
                               .vocab_size = config.vocab_size});
   const DataLoaderState loader_start = loader.state();
-  const nlohmann::json config_json = gpt_config_to_json(config);
+  nlohmann::json config_json = gpt_config_to_json(config);
 
   typename Guided::Context guided_ctx;  // what forward keeps for backward, per model type
   typename Plain::Context plain_ctx;
@@ -194,6 +233,35 @@ int train(const Options& o, GptConfig config) {
                double(plain->param_count()) * 1e-6, before, rss_mib());
   };
 
+  /// Grows the plain model with plan `k`: parameters, optimizer state, config.
+  const auto grow_model = [&](std::size_t k, index_t step, bool announce) {
+    const GrowthPlan& g = growth[k];
+    const index_t before = plain->param_count();
+    Plain next(g.to);
+    grow_parameters(g, plain->arena(), next.arena());
+    opt = grow_optimizer(g, state_growth, *opt, plain->arena(), next.arena());
+    plain.emplace(std::move(next));
+    plain_ctx = {};
+    config = g.to;
+    config_json = gpt_config_to_json(config);
+    if (announce)
+      fmt::print("step {}: grew with {} ({}function-preserving): {} layers, d_model {}, {} heads, FFN {}, "
+                 "{:.2f}M -> {:.2f}M parameters, optimizer state {}\n",
+                 step, to_string(stages[k].method), g.function_preserving() ? "" : "not ", config.n_layer,
+                 config.d_model, config.n_head, config.ffn_width(), double(before) * 1e-6,
+                 double(plain->param_count()) * 1e-6, to_string(state_growth));
+  };
+  /// Freezes what MSLT freezes at `step` (or unfreezes), in the model and the optimizer.
+  const auto apply_freeze = [&](index_t step) {
+    if (!plain) return;
+    const index_t f = frozen_at(step);
+    if (f == plain->frozen_layers()) return;
+    plain->set_frozen_layers(f);
+    opt->set_frozen(plain->arena(), [&](const ParamSlot& s) { return plain->is_frozen(s); });
+    fmt::print("step {}: {}\n", step, f ? fmt::format("MSLT trains only layers {}..{} and ln_f", f, config.n_layer - 1)
+                                         : std::string("all layers train"));
+  };
+
   // ---- resume ------------------------------------------------------------------------------
   index_t start = 0;
   double train_flops = 0;
@@ -201,6 +269,7 @@ int train(const Options& o, GptConfig config) {
     if (const auto dir = latest_checkpoint(o.out)) {
       const index_t step = detail::checkpoint_step(dir->filename().string()).value_or(0);
       if (guided && plan.schedule.released(step)) release(step);
+      for (index_t k = 0; k < stages_before(step); ++k) grow_model(std::size_t(k), step, false);
       const CheckpointState st = load_checkpoint<float>(*dir, arena(), {opt->m().data(), std::size_t(opt->size())},
                                                         {opt->v().data(), std::size_t(opt->size())});
       BONSAI_CHECK(st.config == config_json, "--resume: ", dir->string(),
@@ -209,6 +278,9 @@ int train(const Options& o, GptConfig config) {
       BONSAI_CHECK(ts.value("sgt", nlohmann::json()) == (sgt ? plan.to_json() : nlohmann::json()),
                    "--resume: ", dir->string(), " was written with other --sgt settings (",
                    ts.value("sgt", nlohmann::json()).dump(), ")");
+      BONSAI_CHECK(ts.value("growth", nlohmann::json()) == (stages.empty() ? nlohmann::json() : growth_settings),
+                   "--resume: ", dir->string(), " was written with other --grow settings (",
+                   ts.value("growth", nlohmann::json()).dump(), ")");
       start = ts.at("step").get<index_t>();
       opt->set_step_count(ts.at("adamw_step").get<std::int64_t>());
       loader.restore(ts.at("loader").get<DataLoaderState>());
@@ -228,6 +300,7 @@ int train(const Options& o, GptConfig config) {
       state["sgt"] = plan.to_json();
       state["guide_rng"] = rng_to_json(guide_rng.state());
     }
+    if (!stages.empty()) state["growth"] = growth_settings;
     const auto dir = save_checkpoint<float>(o.out, step, arena(), {opt->m().data(), std::size_t(opt->size())},
                                             {opt->v().data(), std::size_t(opt->size())}, state, config_json);
     prune_checkpoints(o.out, o.keep_ckpts);
@@ -247,6 +320,10 @@ int train(const Options& o, GptConfig config) {
                plan.flops_budget ? "flops" : "steps", plan.total_steps,
                plan.flops_budget ? fmt::format(" (the last {} repeat the first data)", plan.schedule.guided_steps)
                                  : std::string());
+  for (std::size_t k = 0; k < growth.size(); ++k)
+    fmt::print("growth {}: at step {}, {} -> {} layers, d_model {}, {} heads, FFN {}{}\n", k + 1, stages[k].at,
+               to_string(stages[k].method), growth[k].to.n_layer, growth[k].to.d_model, growth[k].to.n_head,
+               growth[k].to.ffn_width(), growth[k].function_preserving() ? " (function-preserving)" : "");
   fmt::print("data: {} ({} batches of {}x{} per epoch), tokenizer {} (vocab {}), {} threads, GEMM {}\n",
              o.train, loader.batches_per_epoch(), B, T, tokenizer->name(), tokenizer->vocab_size(),
              max_threads(), cpu::gemm_library());
@@ -264,6 +341,12 @@ int train(const Options& o, GptConfig config) {
   for (index_t step = start; step < end; ++step) {
     if (plan.flops_budget && step == plan.base_steps && plan.schedule.guided_steps > 0)
       loader.restore(loader_start);  // the extension re-trains on the earliest tokens
+    for (std::size_t k = 0; k < stages.size(); ++k)
+      if (stages[k].at == step) {
+        console.clear();
+        grow_model(k, step, true);
+      }
+    apply_freeze(step);
     const auto t0 = std::chrono::steady_clock::now();
     const double alpha = plan.schedule.alpha(step);
     double loss = 0, step_flops = 0;
@@ -271,9 +354,12 @@ int train(const Options& o, GptConfig config) {
       auto& ctx = context(model);
       model.arena().zero_grads();
       for (index_t micro = 0; micro < o.grad_accum; ++micro) {
-        if constexpr (std::is_same_v<std::remove_cvref_t<decltype(model)>, Guided>)
+        if constexpr (std::is_same_v<std::remove_cvref_t<decltype(model)>, Guided>) {
           set_guides(model, alpha, plan.reduce_flop, guide_rng);
-        step_flops += 3.0 * double(model.flops(B, T));
+          step_flops += 3.0 * double(model.flops(B, T));
+        } else {
+          step_flops += double(model.training_flops(B, T));
+        }
         loader.next_batch(in, tgt);
         loss += model.forward(ctx, TokenBatch{in.data(), tgt.data(), B, T}, 1.0f / float(o.grad_accum));
         model.backward(ctx);
@@ -283,7 +369,7 @@ int train(const Options& o, GptConfig config) {
     const double norm = global_norm(arena().grads_view());
     BONSAI_CHECK(std::isfinite(loss) && std::isfinite(norm), "step ", step, ": loss ", loss,
                  ", gradient norm ", norm, " — training diverged (lower --lr?)");
-    const double lr = schedule.at(step);
+    const double lr = growth_lr.at(schedule, step, growth_steps);
     opt->step(arena(), lr, clip_scale(norm, o.clip));
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     train_flops += step_flops;
@@ -387,6 +473,20 @@ int main(int argc, char** argv) {
   app.add_option("--sgt-budget", o.sgt_budget,
                  "steps: SGT within --steps; flops: extend the run so its FLOPs equal the dense model's")
       ->capture_default_str();
+  app.add_option("--grow", o.grow,
+                 "a growth stage STEP:METHOD:key=value,... (repeat for more stages) with METHOD "
+                 "net2net | stackbert | interpolate | mslt | fpi | aki | lemon and keys d, heads, "
+                 "ffn, layers, rank (e.g. 200:lemon:d=384,heads=6,layers=6)");
+  app.add_option("--grow-state", o.grow_state, "optimizer state at growth: reset | carry | duplicate")
+      ->capture_default_str();
+  app.add_option("--grow-lr", o.grow_lr, "learning rate after growth: keep | rewind | rewarm:N")
+      ->capture_default_str();
+  app.add_option("--grow-noise", o.grow_noise,
+                 "std of the centred split noise that breaks symmetry (default: LEMON 0.02, others 0)");
+  app.add_option("--grow-new-layers", o.grow_new_layers, "LEMON's new layers: cancel | zero_out")
+      ->capture_default_str();
+  app.add_option("--mslt-steps", o.mslt_steps,
+                 "MSLT: steps that only the new layers train (0: half-way to the next stage or the end)");
   app.add_option("--batch,-b", o.batch, "sequences per micro-batch")->capture_default_str();
   app.add_option("--grad-accum", o.grad_accum, "micro-batches per step")->capture_default_str();
   app.add_option("--steps,-x", o.steps, "optimizer steps")->capture_default_str();

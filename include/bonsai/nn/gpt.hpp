@@ -100,9 +100,11 @@ class Gpt {
     const double sum = cpu::softmax_cross_entropy(logits, b.targets, grad, scale);
     ctx.has_grad = grad;
     if (grad) {
-      // d(wte) += dlogits^T xf (V, d); then d(xf) = dlogits wte (N, d) replaces xf.
-      cpu::gemm(T(1), MatrixView<const T, Host>(logits), cpu::Op::T,
-                MatrixView<const T, Host>(xf), cpu::Op::N, T(1), m_embed.dwte(m_arena));
+      // d(wte) += dlogits^T xf (V, d) unless the embeddings are frozen; then d(xf) = dlogits wte
+      // (N, d) replaces xf.
+      if (m_frozen == 0)
+        cpu::gemm(T(1), MatrixView<const T, Host>(logits), cpu::Op::T,
+                  MatrixView<const T, Host>(xf), cpu::Op::N, T(1), m_embed.dwte(m_arena));
       cpu::gemm(T(1), MatrixView<const T, Host>(logits), cpu::Op::N,
                 MatrixView<const T, Host>(wte), cpu::Op::N, T(0), xf);
     }
@@ -167,10 +169,29 @@ class Gpt {
     const auto dres = ctx.dres.matrix(n, d);  // (N, d)
     const auto dxf = ctx.xf.matrix(n, d);     // (N, d): forward left d(xf) here
     m_ln_f.backward(m_arena, ctx.ln_f, MatrixView<const T, Host>(dxf), dres, /*accumulate=*/false);
-    for (index_t i = index_t(m_blocks.size()) - 1; i >= 0; --i)
+    const index_t first = m_first ? 1 : 0;  // layer index of m_blocks[0]
+    for (index_t i = index_t(m_blocks.size()) - 1; i >= 0 && i + first >= m_frozen; --i)
       m_blocks[i].backward(m_arena, ctx.blocks[i], dres);
+    if (m_frozen > 0) return;  // the frozen layers and embeddings need no gradient
     if (m_first) m_first->backward(m_arena, *ctx.first, dres);
     m_embed.backward(m_arena, ctx.inputs.data(), ctx.batch, ctx.seq, MatrixView<const T, Host>(dres));
+  }
+
+  /// Freezes the embeddings and the bottom `layers` layers (MSLT; 0 trains everything):
+  /// backward stops above them, so their gradients are left as they are. The head is tied to
+  /// wte, so it is frozen with the embeddings. The optimizer must skip the same slots
+  /// (AdamW::set_frozen with is_frozen).
+  void set_frozen_layers(index_t layers) {
+    BONSAI_CHECK(layers >= 0 && layers < m_config.n_layer, "Gpt: cannot freeze ", layers,
+                 " of ", m_config.n_layer, " layers (at least the top layer trains)");
+    m_frozen = layers;
+  }
+  index_t frozen_layers() const noexcept { return m_frozen; }
+  /// Whether parameter `s` is frozen: wte, wpe and layers below frozen_layers().
+  bool is_frozen(const ParamSlot& s) const {
+    if (m_frozen == 0) return false;
+    if (!s.name.starts_with("h.")) return !s.name.starts_with("ln_f.");
+    return std::stoll(s.name.substr(2, s.name.find('.', 2) - 2)) < m_frozen;
   }
 
   /// The logits (N, V) of the last forward (before a training forward turned them into
@@ -190,6 +211,17 @@ class Gpt {
     if (m_first) total += m_first->flops(batch, seq);
     for (const auto& b : m_blocks) total += b.flops(batch, seq);
     return total;
+  }
+  /// Training FLOPs of one micro-batch: the forward plus the backward, twice the forward of
+  /// what it runs through (everything; or, with frozen layers, the layers above them and the
+  /// head's d(xf), one GEMM).
+  index_t training_flops(index_t batch, index_t seq) const {
+    if (m_frozen == 0) return 3 * flops(batch, seq);
+    index_t back = 2 * batch * seq * m_config.d_model * m_config.vocab_size;  // d(xf) = dlogits wte
+    const index_t first = m_first ? 1 : 0;
+    for (std::size_t i = 0; i < m_blocks.size(); ++i)
+      if (index_t(i) + first >= m_frozen) back += 2 * m_blocks[i].flops(batch, seq);
+    return flops(batch, seq) + back;
   }
 
   const std::optional<DenseBlock>& first_block() const noexcept { return m_first; }
@@ -235,6 +267,7 @@ class Gpt {
   std::optional<DenseBlock> m_first;
   std::vector<FfnBlock> m_blocks;
   Norm<T> m_ln_f;
+  index_t m_frozen = 0;  // bottom layers (with the embeddings) that backward skips
 };
 
 }  // namespace bonsai

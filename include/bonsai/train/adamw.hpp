@@ -53,20 +53,17 @@ class AdamW {
     BONSAI_CHECK(config.eps > 0, "AdamW: eps = ", config.eps, " must be positive");
     BONSAI_CHECK(config.weight_decay >= 0, "AdamW: weight_decay = ", config.weight_decay,
                  " is negative");
-    // Merge adjacent slots of the same kind into ranges, then cut the ranges into chunks.
-    std::vector<ParamSlot> sorted = arena.slots();
-    std::sort(sorted.begin(), sorted.end(),
-              [](const ParamSlot& a, const ParamSlot& b) { return a.offset < b.offset; });
-    std::vector<detail::AdamWChunk> ranges;
-    for (const ParamSlot& s : sorted) {
-      if (!ranges.empty() && ranges.back().end == s.offset && ranges.back().decays == s.decays())
-        ranges.back().end += s.size();
-      else
-        ranges.push_back({s.offset, s.offset + s.size(), s.decays()});
-    }
-    for (const detail::AdamWChunk& r : ranges)
-      for (index_t b = r.begin; b < r.end; b += detail::adamw_chunk)
-        m_chunks.push_back({b, std::min(b + detail::adamw_chunk, r.end), r.decays});
+    build_chunks(arena, [](const ParamSlot&) { return false; });
+  }
+
+  /// Leaves every slot for which frozen(slot) is true out of later steps (MSLT's frozen lower
+  /// layers): their values and moments stay bitwise unchanged. A predicate that is always
+  /// false trains everything again.
+  template <class Pred>
+  void set_frozen(const ParamArena<T>& arena, Pred&& frozen) {
+    BONSAI_CHECK(arena.size() == size(), "AdamW::set_frozen: the arena has ", arena.size(),
+                 " parameters but the optimizer state was made for ", size());
+    build_chunks(arena, frozen);
   }
 
   const AdamWConfig& config() const noexcept { return m_config; }
@@ -154,6 +151,28 @@ class AdamW {
   }
 
  private:
+  /// Merges adjacent trained slots of the same decay kind into ranges, then cuts the ranges
+  /// into chunks.
+  template <class Pred>
+  void build_chunks(const ParamArena<T>& arena, Pred&& frozen) {
+    std::vector<ParamSlot> sorted;
+    for (const ParamSlot& s : arena.slots())
+      if (!frozen(s)) sorted.push_back(s);
+    std::sort(sorted.begin(), sorted.end(),
+              [](const ParamSlot& a, const ParamSlot& b) { return a.offset < b.offset; });
+    std::vector<detail::AdamWChunk> ranges;
+    for (const ParamSlot& s : sorted) {
+      if (!ranges.empty() && ranges.back().end == s.offset && ranges.back().decays == s.decays())
+        ranges.back().end += s.size();
+      else
+        ranges.push_back({s.offset, s.offset + s.size(), s.decays()});
+    }
+    m_chunks.clear();
+    for (const detail::AdamWChunk& r : ranges)
+      for (index_t b = r.begin; b < r.end; b += detail::adamw_chunk)
+        m_chunks.push_back({b, std::min(b + detail::adamw_chunk, r.end), r.decays});
+  }
+
   VectorView<T> flat(T* base, const ParamSlot& s) {
     BONSAI_CHECK(s.offset >= 0 && s.offset + s.size() <= size(), "AdamW: slot '", s.name,
                  "' lies outside the optimizer state of ", size(), " scalars");

@@ -1,0 +1,472 @@
+// bonsai/grow/apply.hpp — applies a GrowthPlan to a GPT model's parameter arena. Every weight
+// W (out, in) of a layer that maps space s to space t becomes W' = P_t W Q_s + N: rows follow
+// the output space's map (copies, avg or zero fills, fresh random rows), columns split the
+// source column over its copies (share 1/c) plus noise N centred over each group of copies
+// (N P_s = 0), and columns that read zero-filled units are free. Norm gains take the LEMON
+// rule gamma' = sqrt(s) gamma[src] (and the final norm, before the tied head, divides by the
+// copy count), so with a function-preserving plan the grown model's logits equal the source's.
+// grow_state maps an optimizer moment (exp_avg or exp_avg_sq) in the same layout.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "../core/rng.hpp"
+#include "../nn/arena.hpp"
+#include "plan.hpp"
+
+namespace bonsai {
+
+/// What an optimizer moment becomes when its model grows.
+///  reset:     zero everywhere (with the step count reset: a fresh optimizer; StackBERT's
+///             --reset-optimizer, LiGO, LEMON).
+///  carry:     the source moments in the old slice (original units of layers kept in place),
+///             zero for every new entry and new layer (MSG).
+///  duplicate: every copied entry takes its source's moments, fills and identity layers 0
+///             (StackBERT's --double-optimizer, generalised to width).
+enum class StateGrowth : std::uint8_t { reset, carry, duplicate };
+
+inline const char* to_string(StateGrowth s) {
+  switch (s) {
+    case StateGrowth::reset: return "reset";
+    case StateGrowth::carry: return "carry";
+    case StateGrowth::duplicate: return "duplicate";
+  }
+  return "?";
+}
+
+namespace detail {
+
+enum class GrowMode : std::uint8_t { values, carry, duplicate };
+
+/// Target row r' of a grown matrix.
+struct GrowRow {
+  enum Kind : std::uint8_t { copy, avg, zero, random } kind = zero;
+  index_t src = -1;  // source row (copy)
+  bool alt = false;  // read from the AKI layer's tensor
+};
+/// Target column c' of a grown matrix.
+struct GrowCol {
+  enum Kind : std::uint8_t { copy, free, none } kind = none;  // free: random; none: 0
+  index_t src = -1;    // source column (copy)
+  double share = 1.0;  // of the source column
+  bool alt = false;
+};
+
+inline std::uint64_t name_hash(std::string_view s, std::uint64_t seed) {
+  std::uint64_t h = 1469598103934665603ull ^ (seed * 0x9E3779B97F4A7C15ull);
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+template <class T>
+class Grower {
+ public:
+  Grower(const GrowthPlan& plan, GrowMode mode, const ParamArena<T>& from, const T* src,
+         const ParamArena<T>& to, T* dst)
+      : m_plan(plan), m_mode(mode), m_from(from), m_src(src), m_to(to), m_dst(dst) {
+    const GptConfig& a = plan.from;
+    const GptConfig& b = plan.to;
+    const auto holds = [](const ParamArena<T>& arena, const GptConfig& c) {
+      const ParamSlot* wte = arena.find("wte");
+      return wte && wte->shape == std::vector<index_t>{c.vocab_size, c.d_model};
+    };
+    BONSAI_CHECK(holds(from, a), "grow: the source arena does not hold the plan's source model (wte should be ",
+                 a.vocab_size, " x ", a.d_model, ")");
+    BONSAI_CHECK(holds(to, b), "grow: the target arena does not hold the plan's grown model (wte should be ",
+                 b.vocab_size, " x ", b.d_model, ")");
+    {  // norm outputs: the residual's copies; filled units read as 0
+      std::vector<index_t> s;
+      std::vector<Fill> f;
+      for (index_t j = 0; j < plan.residual.to(); ++j) {
+        s.push_back(plan.residual.source(j));
+        f.push_back(plan.residual.fill(j) == Fill::copy ? Fill::copy : Fill::zero);
+      }
+      m_norm_out = WidthMap(plan.residual.from(), std::move(s), std::move(f));
+    }
+    const index_t hd = a.head_dim(), group = a.n_head / a.kv_heads();
+    m_q = plan.heads.expand(group * hd);
+    m_kv = plan.heads.expand(hd);
+  }
+
+  void run() {
+    for (const ParamSlot& t : m_to.slots()) {
+      Rng rng(name_hash(t.name, m_plan.options.seed));
+      T* out = m_dst + t.offset;
+      std::fill_n(out, t.size(), T(0));
+      grow_slot(t, out, rng);
+    }
+  }
+
+ private:
+  // ---- the rules of each axis ---------------------------------------------------------------
+
+  /// Rows that follow an output space's map; `zero_as` is what a zero-filled unit's producer
+  /// row holds (zero, or random where another factor already makes the unit 0).
+  std::vector<GrowRow> rows(const WidthMap& m, GrowRow::Kind zero_as = GrowRow::zero,
+                            bool aki = false) const {
+    std::vector<GrowRow> r(std::size_t(m.to()));
+    for (index_t j = 0; j < m.to(); ++j) {
+      GrowRow& x = r[std::size_t(j)];
+      switch (m.fill(j)) {
+        case Fill::copy:
+          if (m_mode == GrowMode::carry && !m.original(j)) break;
+          x = {GrowRow::copy, m.source(j), aki && !m.original(j)};
+          break;
+        case Fill::avg:
+          if (m_mode == GrowMode::values) x.kind = GrowRow::avg;
+          break;
+        case Fill::zero:
+          if (m_mode == GrowMode::values) x.kind = zero_as;
+          break;
+        case Fill::fresh:
+          if (m_mode == GrowMode::values) x.kind = GrowRow::random;
+          break;
+      }
+    }
+    return r;
+  }
+  /// Columns that read an input space: copies split by share * factor (factor 0: cancel).
+  std::vector<GrowCol> cols(const WidthMap& m, double factor = 1.0, bool aki = false) const {
+    std::vector<GrowCol> c(std::size_t(m.to()));
+    for (index_t j = 0; j < m.to(); ++j) {
+      GrowCol& x = c[std::size_t(j)];
+      switch (m.fill(j)) {
+        case Fill::copy:
+          if (m_mode == GrowMode::carry && !m.original(j)) break;
+          x = {GrowCol::copy, m.source(j), m_mode == GrowMode::values ? factor * m.share(j) : 1.0,
+               aki && !m.original(j)};
+          break;
+        case Fill::zero:
+          if (m_mode == GrowMode::values && factor != 0.0) x.kind = GrowCol::free;
+          break;
+        case Fill::avg:
+          fail("grow: an avg-filled space cannot be read by a linear layer");
+        case Fill::fresh:
+          break;
+      }
+    }
+    return c;
+  }
+  static std::vector<GrowRow> identity_rows(index_t n) {
+    std::vector<GrowRow> r(static_cast<std::size_t>(n));
+    for (index_t i = 0; i < n; ++i) r[std::size_t(i)] = {GrowRow::copy, i, false};
+    return r;
+  }
+  static std::vector<GrowCol> identity_cols(index_t n) {
+    std::vector<GrowCol> c(static_cast<std::size_t>(n));
+    for (index_t i = 0; i < n; ++i) c[std::size_t(i)] = {GrowCol::copy, i, 1.0, false};
+    return c;
+  }
+
+  // ---- the one kernel: W' (rows', cols') from W (., src_cols) ----------------------------------
+
+  void apply(T* dst, const T* main, const T* alt, index_t src_cols, const std::vector<GrowRow>& rows,
+             const std::vector<GrowCol>& cols, double noise, Rng& rng, index_t src_rows) const {
+    const index_t nc = index_t(cols.size());
+    const double fill = m_plan.options.fill_std;
+    auto value = [&](const T* base, index_t r, const GrowCol& c) -> T {
+      switch (c.kind) {
+        case GrowCol::copy: return T(c.share * double(base[r * src_cols + c.src]));
+        case GrowCol::free: return T(rng.normal(0.0, fill));
+        case GrowCol::none: return T(0);
+      }
+      return T(0);
+    };
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      const GrowRow& r = rows[i];
+      T* out = dst + index_t(i) * nc;
+      switch (r.kind) {
+        case GrowRow::copy:
+          for (index_t j = 0; j < nc; ++j) {
+            const GrowCol& c = cols[std::size_t(j)];
+            out[j] = value(r.alt || c.alt ? alt : main, r.src, c);
+          }
+          break;
+        case GrowRow::avg:
+          for (index_t j = 0; j < nc; ++j) {
+            const GrowCol& c = cols[std::size_t(j)];
+            if (c.kind != GrowCol::copy) {
+              out[j] = value(main, 0, c);
+              continue;
+            }
+            double sum = 0;
+            for (index_t k = 0; k < src_rows; ++k) sum += double(main[k * src_cols + c.src]);
+            out[j] = T(c.share * sum / double(src_rows));
+          }
+          break;
+        case GrowRow::zero: break;
+        case GrowRow::random:
+          for (index_t j = 0; j < nc; ++j) out[j] = T(rng.normal(0.0, fill));
+          break;
+      }
+    }
+    if (noise <= 0) return;
+    // Centred noise over each group of copied columns: the group's sum is unchanged.
+    std::vector<std::vector<index_t>> groups(static_cast<std::size_t>(src_cols));
+    for (index_t j = 0; j < nc; ++j)
+      if (cols[std::size_t(j)].kind == GrowCol::copy) groups[std::size_t(cols[std::size_t(j)].src)].push_back(j);
+    std::vector<double> draw;
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      if (rows[i].kind != GrowRow::copy && rows[i].kind != GrowRow::avg) continue;
+      T* out = dst + index_t(i) * nc;
+      for (const auto& g : groups) {
+        if (g.size() < 2) continue;
+        draw.resize(g.size());
+        double mean = 0;
+        for (double& d : draw) mean += (d = rng.normal(0.0, noise));
+        mean /= double(g.size());
+        for (std::size_t k = 0; k < g.size(); ++k) out[g[k]] += T(draw[k] - mean);
+      }
+    }
+  }
+
+  // ---- slots ------------------------------------------------------------------------------------
+
+  struct Source {
+    const T* main = nullptr;
+    const T* alt = nullptr;
+    const ParamSlot* slot = nullptr;
+  };
+  Source source(const std::string& name, index_t layer, std::string_view rest, index_t alt_layer) const {
+    const std::string n = layer < 0 ? std::string(rest) : "h." + std::to_string(layer) + "." + std::string(rest);
+    const ParamSlot* s = m_from.find(n);
+    BONSAI_CHECK(s != nullptr, "grow: the grown parameter '", name, "' needs '", n,
+                 "', which the source model does not have");
+    Source out{m_src + s->offset, m_src + s->offset, s};
+    if (alt_layer >= 0 && alt_layer != layer) {
+      const ParamSlot* a = m_from.find("h." + std::to_string(alt_layer) + "." + std::string(rest));
+      BONSAI_CHECK(a && a->shape == s->shape, "grow: AKI needs '", rest, "' of layer ", alt_layer,
+                   " shaped like layer ", layer, "'s");
+      out.alt = m_src + a->offset;
+    }
+    return out;
+  }
+
+  void check_shape(const ParamSlot& t, std::vector<index_t> want) const {
+    BONSAI_CHECK(t.shape == want, "grow: '", t.name, "' is ", bonsai::detail::shape_string(t.shape),
+                 " in the grown model but the plan makes it ", bonsai::detail::shape_string(want));
+  }
+
+  void grow_slot(const ParamSlot& t, T* out, Rng& rng) {
+    const std::string& name = t.name;
+    if (name == "wte" || name == "wpe") return embedding(t, out);
+    if (name == "ln_f.weight" || name == "ln_f.bias") return norm(t, out, source(name, -1, name, -1), true);
+    BONSAI_CHECK(name.starts_with("h."), "grow: no rule for parameter '", name, "'");
+    const std::size_t dot = name.find('.', 2);
+    const index_t l = std::stoll(name.substr(2, dot - 2));
+    const std::string rest = name.substr(dot + 1);
+    const LayerSource& ls = m_plan.depth[l];
+    if (m_mode != GrowMode::values) {
+      if (ls.init != LayerInit::copy) return;  // identity layers start with zero state
+      if (m_mode == GrowMode::carry && !first_copy(l)) return;
+    }
+    const bool aki = m_plan.options.aki && m_mode != GrowMode::carry;
+    const index_t alt_layer = aki ? std::min(ls.src + 1, m_plan.from.n_layer - 1) : -1;
+    const Source s = source(name, ls.src, rest, alt_layer);
+    const bool use_alt = aki && s.alt != s.main;
+    if (rest.starts_with("ln_")) return norm(t, out, s, false);
+
+    const LayerInit init = m_mode == GrowMode::values ? ls.init : LayerInit::copy;
+    const GptConfig& a = m_plan.from;
+    const GptConfig& b = m_plan.to;
+    if (rest == "attn.qkv.weight" || rest == "attn.qkv.bias") {
+      // Rows: [q heads (A) | k heads (KV) | v heads (KV)]; a zero-filled head group has v = 0
+      // (its output is 0) and free q, k.
+      std::vector<GrowRow> r;
+      auto part = [&](const WidthMap& m, index_t offset, GrowRow::Kind zero_as) {
+        for (GrowRow x : rows(m, zero_as, use_alt)) {
+          if (x.kind == GrowRow::copy) x.src += offset;
+          r.push_back(x);
+        }
+      };
+      part(m_q, 0, GrowRow::random);
+      part(m_kv, a.attention_width(), GrowRow::random);
+      part(m_kv, a.attention_width() + a.kv_width(), GrowRow::zero);
+      const bool bias = rest.ends_with("bias");
+      check_shape(t, bias ? std::vector<index_t>{index_t(r.size())}
+                          : std::vector<index_t>{index_t(r.size()), b.d_model});
+      if (bias) return apply(out, s.main, s.alt, 1, r, identity_cols(1), 0, rng, s.slot->shape[0]);
+      return apply(out, s.main, s.alt, a.d_model, r, cols(m_norm_out), split_noise(), rng,
+                   s.slot->shape[0]);
+    }
+    if (rest == "attn.proj.weight") {
+      check_shape(t, {b.d_model, b.attention_width()});
+      if (init == LayerInit::zero_out) return;
+      const bool cancel = init == LayerInit::cancel;
+      return apply(out, s.main, s.alt, a.attention_width(), rows(m_plan.residual),
+                   cols(m_q, cancel ? 0.0 : 1.0, use_alt),
+                   cancel ? m_plan.options.fill_std : split_noise(), rng, a.d_model);
+    }
+    if (rest == "attn.proj.bias" || rest == "mlp.down.bias") {
+      check_shape(t, {b.d_model});
+      if (init != LayerInit::copy) return;
+      return apply(out, s.main, s.alt, 1, rows(m_plan.residual), identity_cols(1), 0, rng, a.d_model);
+    }
+    const FfnKind kind = b.structured_ffn(l) ? b.ffn : FfnKind::dense;
+    if (rest == "mlp.up.bias" || rest == "mlp.gate.bias") {
+      check_shape(t, {b.ffn_width()});
+      return apply(out, s.main, s.alt, 1, rows(m_plan.ffn, up_zero(rest), use_alt), identity_cols(1),
+                   0, rng, a.ffn_width());
+    }
+    if (rest.starts_with("mlp.up.") || rest.starts_with("mlp.gate.")) {
+      const std::string param = rest.substr(rest.find('.', 4) + 1);
+      return ffn_param(t, out, s, kind, param, m_norm_out, rows(m_plan.ffn, up_zero(rest), use_alt),
+                       m_plan.ffn, /*down=*/false, init, use_alt, rng);
+    }
+    if (rest.starts_with("mlp.down.")) {
+      const std::string param = rest.substr(9);
+      return ffn_param(t, out, s, kind, param, m_plan.ffn, rows(m_plan.residual), m_plan.residual,
+                       /*down=*/true, init, use_alt, rng);
+    }
+    fail("grow: no rule for parameter '", name, "'");
+  }
+
+  /// What a zero-filled FFN unit's up/gate row holds: the gate (SwiGLU) or the GELU up row is
+  /// 0 so the unit is 0; SwiGLU's up row is then free.
+  GrowRow::Kind up_zero(const std::string& rest) const {
+    return m_plan.from.act == ActKind::swiglu && rest.starts_with("mlp.up.") ? GrowRow::random
+                                                                          : GrowRow::zero;
+  }
+
+  double split_noise() const { return m_mode == GrowMode::values ? m_plan.options.split_noise : 0.0; }
+
+  /// One parameter of an FFN map in -> out: `in` the input space (norm output or FFN units),
+  /// `out_rows` the output rows, `out_map` the output space's map.
+  void ffn_param(const ParamSlot& t, T* out, const Source& s, FfnKind kind, const std::string& param,
+                 const WidthMap& in, const std::vector<GrowRow>& out_rows, const WidthMap& out_map,
+                 bool down, LayerInit init, bool aki, Rng& rng) {
+    const bool cancel = down && init == LayerInit::cancel, zero_out = down && init == LayerInit::zero_out;
+    const double noise = cancel ? m_plan.options.fill_std : split_noise();
+    const double factor = cancel ? 0.0 : 1.0;
+    const index_t n_in = in.from(), n_out = out_map.from();
+    const bool in_aki = down && aki;  // the down map reads the FFN units AKI replaced
+    switch (kind) {
+      case FfnKind::dense:
+        BONSAI_CHECK(param == "weight", "grow: no rule for '", t.name, "'");
+        check_shape(t, {out_map.to(), in.to()});
+        if (zero_out) return;
+        return apply(out, s.main, s.alt, n_in, out_rows, cols(in, factor, in_aki), noise, rng, n_out);
+      case FfnKind::lowrank: {
+        const WidthMap& rk = m_plan.rank;
+        if (param == "V") {  // (R, in): rank rows, input columns
+          check_shape(t, {rk.to(), in.to()});
+          return apply(out, s.main, s.alt, n_in, rows(rk), cols(in, factor, in_aki), noise, rng, rk.from());
+        }
+        BONSAI_CHECK(param == "U", "grow: no rule for '", t.name, "'");
+        check_shape(t, {out_map.to(), rk.to()});  // (out, R)
+        if (zero_out) return;
+        return apply(out, s.main, s.alt, rk.from(), out_rows, cols(rk), 0, rng, n_out);
+      }
+      case FfnKind::blockdense: {
+        const index_t r = m_plan.rank.from(), nb = m_plan.from.blocks;
+        if (param == "1.weight") {  // (out, R) dense, applied second
+          check_shape(t, {out_map.to(), r});
+          if (zero_out) return;
+          return apply(out, s.main, s.alt, r, out_rows, identity_cols(r), 0, rng, n_out);
+        }
+        BONSAI_CHECK(param == "0.blocks", "grow: no rule for '", t.name, "'");
+        const index_t bi = n_in / nb, bi2 = in.to() / nb, br = r / nb;
+        check_shape(t, {nb, br, bi2});  // (B, R/B, in/B): block b reads inputs [b in/B, ...)
+        const std::vector<GrowCol> all = cols(in, factor, in_aki);
+        for (index_t blk = 0; blk < nb; ++blk) {
+          std::vector<GrowCol> local(all.begin() + blk * bi2, all.begin() + (blk + 1) * bi2);
+          for (GrowCol& c : local)
+            if (c.kind == GrowCol::copy) c.src -= blk * bi;
+          apply(out + blk * br * bi2, s.main + blk * br * bi, s.alt + blk * br * bi, bi,
+                identity_rows(br), local, noise, rng, br);
+        }
+        return;
+      }
+      case FfnKind::blockshuffle: break;
+    }
+    fail("grow: no rule for '", t.name, "'");
+  }
+
+  /// Token and position tables (rows, D): each row grows along the residual map.
+  void embedding(const ParamSlot& t, T* out) const {
+    const Source s = source(t.name, -1, t.name, -1);
+    const index_t rows = s.slot->shape[0], d = m_plan.residual.from(), d2 = m_plan.residual.to();
+    check_shape(t, {rows, d2});
+    const WidthMap& m = m_plan.residual;
+    for (index_t r = 0; r < rows; ++r) {
+      const T* x = s.main + r * d;
+      T* y = out + r * d2;
+      double mean = 0;
+      for (index_t i = 0; i < d; ++i) mean += double(x[i]);
+      mean /= double(d);
+      for (index_t j = 0; j < d2; ++j) {
+        switch (m.fill(j)) {
+          case Fill::copy:
+            if (m_mode != GrowMode::carry || m.original(j)) y[j] = x[m.source(j)];
+            break;
+          case Fill::avg:
+            if (m_mode == GrowMode::values) y[j] = T(mean);
+            break;
+          default: break;
+        }
+      }
+    }
+  }
+
+  /// Norm gain and bias: copies scaled by sqrt(s) (gain) and, before the tied head, divided
+  /// by the copy count; fills get gain 1 and bias 0.
+  void norm(const ParamSlot& t, T* out, const Source& s, bool final) const {
+    const WidthMap& m = m_plan.residual;
+    check_shape(t, {m.to()});
+    const bool gain = t.name.ends_with("weight");
+    const double scale = gain ? std::sqrt(m_plan.norm_scale()) : 1.0;
+    for (index_t j = 0; j < m.to(); ++j) {
+      if (m.fill(j) != Fill::copy) {
+        if (m_mode == GrowMode::values && gain) out[j] = T(1);
+        continue;
+      }
+      if (m_mode == GrowMode::carry && !m.original(j)) continue;
+      const double x = double(s.main[m.source(j)]);
+      out[j] = m_mode == GrowMode::values
+                   ? T(x * scale / (final ? double(m.count(m.source(j))) : 1.0))
+                   : T(x);
+    }
+  }
+
+  /// Whether target layer l is the first copy of its source layer (the layer kept in place).
+  bool first_copy(index_t l) const {
+    for (index_t k = 0; k < l; ++k)
+      if (m_plan.depth[k].init == LayerInit::copy && m_plan.depth[k].src == m_plan.depth[l].src)
+        return false;
+    return true;
+  }
+
+  const GrowthPlan& m_plan;
+  GrowMode m_mode;
+  const ParamArena<T>& m_from;
+  const T* m_src;
+  const ParamArena<T>& m_to;
+  T* m_dst;
+  WidthMap m_norm_out, m_q, m_kv;
+};
+
+}  // namespace detail
+
+/// Writes the grown model's parameters into `to` (laid out for plan.to) from `from` (plan.from).
+template <class T>
+void grow_parameters(const GrowthPlan& plan, const ParamArena<T>& from, ParamArena<T>& to) {
+  detail::Grower<T>(plan, detail::GrowMode::values, from, from.values(), to, to.values()).run();
+}
+
+/// Maps one optimizer moment `src` (in `from`'s layout) to `dst` (in `to`'s layout).
+template <class T>
+void grow_state(const GrowthPlan& plan, StateGrowth policy, const ParamArena<T>& from, const T* src,
+                const ParamArena<T>& to, T* dst) {
+  if (policy == StateGrowth::reset) {
+    std::fill_n(dst, to.size(), T(0));
+    return;
+  }
+  const auto mode = policy == StateGrowth::carry ? detail::GrowMode::carry : detail::GrowMode::duplicate;
+  detail::Grower<T>(plan, mode, from, src, to, dst).run();
+}
+
+}  // namespace bonsai

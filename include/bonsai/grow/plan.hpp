@@ -1,0 +1,151 @@
+// bonsai/grow/plan.hpp — GrowthPlan: one growth event of a GPT model, (D, H, F, R, L) ->
+// (D', H', F', R', L'), as a WidthMap per activation space (residual stream, key/value head
+// groups, FFN units, low rank), a DepthMap over layers and the symmetry-breaking options. The
+// grown config follows from the maps: head_dim is kept, the norms' epsilon becomes s eps with
+// s = k D / D' when every residual unit is copied k times (LEMON), so that
+// LN(P h) = [LN(h) copied; 0] exactly. grow/apply.hpp turns a plan and a source arena into the
+// grown arena.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "../core/error.hpp"
+#include "../nn/config.hpp"
+#include "depth_map.hpp"
+#include "width_map.hpp"
+
+namespace bonsai {
+
+/// How the free parts of a grown model are drawn.
+struct GrowthOptions {
+  /// Std of the noise added to split input weights, centred over each group of copies so the
+  /// copies' weights still sum to the source weight (LEMON's non-uniform split); 0 gives
+  /// Net2Net's equal split, under which copies stay identical while training.
+  double split_noise = 0.0;
+  /// Std of the weights that the function does not see: inputs from zero-filled units, new
+  /// producers of fresh units, cancelling fan-outs (0 makes them 0).
+  double fill_std = 0.02;
+  /// bert2BERT's AKI: copied (non-original) heads and FFN units of layer l take their
+  /// parameters from layer l + 1 (the top layer from itself). Not function-preserving.
+  bool aki = false;
+  std::uint64_t seed = 1;
+};
+
+struct GrowthPlan {
+  GptConfig from, to;
+  WidthMap residual;  // d_model units
+  WidthMap heads;     // key/value head groups (n_kv_head units of n_head / n_kv_head heads)
+  WidthMap ffn;       // FFN hidden units
+  WidthMap rank;      // LowRank rank (the identity for other structures)
+  DepthMap depth;
+  GrowthOptions options;
+  /// MSLT: how many bottom layers (with the embeddings) stay frozen after this growth, until
+  /// the trainer's stage ends (0: all layers train).
+  index_t frozen_layers = 0;
+
+  /// The norms' epsilon factor s = k D / D' when every residual unit is copied k times, else 1.
+  double norm_scale() const {
+    if (!residual.uniform()) return 1.0;
+    return double(residual.count(0)) * double(residual.from()) / double(residual.to());
+  }
+
+  /// Whether the grown model computes exactly the source model's function (up to rounding): a
+  /// residual map with equal copy counts whose fill matches the norm (avg for LayerNorm, zero
+  /// for RMSNorm), identity-only new layers and no AKI.
+  bool function_preserving() const {
+    const Fill bad = from.norm == NormKind::layernorm ? Fill::zero : Fill::avg;
+    return residual.uniform() && !residual.has(bad) && depth.function_preserving() &&
+           !options.aki;
+  }
+};
+
+namespace detail {
+
+inline void check_structured_map(const char* what, const WidthMap& m, index_t blocks) {
+  const index_t n = m.from() / blocks, n2 = m.to() / blocks;
+  BONSAI_CHECK(m.from() % blocks == 0 && m.to() % blocks == 0, "grow: the ", what, " map ",
+               m.from(), " -> ", m.to(), " cannot be cut into ", blocks,
+               " blocks of the block-diagonal FFN");
+  for (index_t j = 0; j < m.to(); ++j)
+    BONSAI_CHECK(m.source(j) < 0 || m.source(j) / n == j / n2, "grow: the ", what,
+                 " map sends unit ", m.source(j), " (block ", m.source(j) / n, ") to unit ", j,
+                 " (block ", j / n2, "); block-diagonal FFNs need block-aligned maps (WidthMap::tiled "
+                 "with blocks = ", blocks, ")");
+}
+
+}  // namespace detail
+
+/// A plan from `from` with the given maps; derives the grown config and rejects, with a
+/// sentence, every combination that cannot be built.
+inline GrowthPlan make_growth_plan(const GptConfig& from, WidthMap residual, WidthMap heads,
+                                   WidthMap ffn, DepthMap depth, GrowthOptions options = {},
+                                   WidthMap rank = {}) {
+  from.validate();
+  GrowthPlan p;
+  p.from = from;
+  if (rank.from() == 0 && from.rank > 0) rank = WidthMap::identity(from.rank);
+  BONSAI_CHECK(residual.from() == from.d_model, "grow: the residual map starts at ",
+               residual.from(), " units but the model has d_model = ", from.d_model);
+  BONSAI_CHECK(heads.from() == from.kv_heads(), "grow: the head map starts at ", heads.from(),
+               " key/value head groups but the model has ", from.kv_heads());
+  BONSAI_CHECK(ffn.from() == from.ffn_width(), "grow: the FFN map starts at ", ffn.from(),
+               " units but the model's FFN has ", from.ffn_width());
+  BONSAI_CHECK(depth.from() == from.n_layer, "grow: the depth map starts at ", depth.from(),
+               " layers but the model has ", from.n_layer);
+  BONSAI_CHECK(!residual.has(Fill::fresh), "grow: the residual stream cannot hold fresh units "
+               "(every norm reads them); fill with avg (LayerNorm) or zero (RMSNorm)");
+  BONSAI_CHECK(!heads.has(Fill::avg) && !ffn.has(Fill::avg) && !rank.has(Fill::avg),
+               "grow: avg fill is for the residual stream only (it does not pass attention or "
+               "the FFN's nonlinearity)");
+  BONSAI_CHECK(rank.from() == 0 || rank.from() == from.rank, "grow: the rank map starts at ",
+               rank.from(), " but the model's rank is ", from.rank);
+
+  GptConfig to = from;
+  to.d_model = residual.to();
+  const index_t group = from.n_head / from.kv_heads();
+  to.n_kv_head = from.n_kv_head ? heads.to() : 0;
+  to.n_head = heads.to() * group;
+  const index_t width = to.n_head * from.head_dim();  // head_dim is kept: A' = H' hd
+  to.attn_dim = width == to.d_model ? 0 : width;
+  to.ffn_dim = ffn.to() == 4 * to.d_model ? 0 : ffn.to();
+  to.n_layer = depth.to();
+  if (from.rank > 0) to.rank = rank.to();
+  p.residual = std::move(residual);
+  p.heads = std::move(heads);
+  p.ffn = std::move(ffn);
+  p.rank = std::move(rank);
+  p.depth = std::move(depth);
+  p.options = options;
+  to.norm_eps = from.norm_eps * p.norm_scale();
+  to.validate();
+  BONSAI_CHECK(to.head_dim() == from.head_dim(), "grow: head_dim must stay ", from.head_dim(),
+               " (grow the number of heads instead)");
+  p.to = to;
+
+  // Structured FFNs: layer kinds must match, and the structure must be able to hold the maps.
+  for (index_t l = 0; l < to.n_layer; ++l) {
+    const index_t s = p.depth[l].src;
+    BONSAI_CHECK(to.structured_ffn(l) == from.structured_ffn(s), "grow: layer ", l, " (",
+                 to.structured_ffn(l) ? "structured" : "dense", " FFN) cannot come from layer ",
+                 s, " (", from.structured_ffn(s) ? "structured" : "dense",
+                 " FFN, dense_first_ffn keeps layer 0 dense)");
+  }
+  if (from.ffn == FfnKind::blockdense) {
+    detail::check_structured_map("residual", p.residual, from.blocks);
+    detail::check_structured_map("FFN", p.ffn, from.blocks);
+    BONSAI_CHECK(p.rank.is_identity(), "grow: BlockDense FFNs keep their rank ", from.rank);
+  }
+  BONSAI_CHECK(from.ffn != FfnKind::blockshuffle,
+               "grow: BlockShuffle FFNs cannot be grown yet (the shuffle between the two "
+               "block-diagonal factors mixes the blocks of the residual and FFN maps)");
+  BONSAI_CHECK(from.ffn == FfnKind::lowrank || p.rank.from() == 0 || p.rank.is_identity(),
+               "grow: only LowRank FFNs grow in rank");
+  for (index_t j = 0; j < p.rank.to(); ++j)
+    BONSAI_CHECK(p.rank.original(j) || (j >= p.rank.from() && p.rank.fill(j) != Fill::copy),
+                 "grow: rank grows by appending fresh or zero units (WidthMap::appended)");
+  return p;
+}
+
+}  // namespace bonsai

@@ -1,0 +1,147 @@
+// bonsai/grow/presets.hpp — the published growth methods as GrowthPlans. Each is a choice of
+// width maps, a depth map and symmetry-breaking options:
+//   net2net      Net2WiderNet (random copy maps, equal split) + Net2DeeperNet (zero-output blocks)
+//   stackbert    StackBERT / Gstack: layer l of the grown stack copies layer l mod L
+//   interpolate  each layer repeated in place (layer i at 2i, 2i + 1 when doubling)
+//   mslt         StackBERT's map, then only the new top layers train for a stage
+//   fpi          bert2BERT's function-preserving initialisation (Net2Net maps, stacked depth)
+//   aki          bert2BERT's advanced knowledge initialisation (new units from layer l + 1)
+//   lemon        LEMON: tiled maps with avg (LayerNorm) or zero (RMSNorm) residual fill, sqrt(s)
+//                norm gains, eps * s, noisy split, identity layers (zero_out or cancel)
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "plan.hpp"
+
+namespace bonsai {
+
+enum class GrowthMethod { net2net, stackbert, interpolate, mslt, fpi, aki, lemon };
+
+inline const char* to_string(GrowthMethod m) {
+  switch (m) {
+    case GrowthMethod::net2net: return "net2net";
+    case GrowthMethod::stackbert: return "stackbert";
+    case GrowthMethod::interpolate: return "interpolate";
+    case GrowthMethod::mslt: return "mslt";
+    case GrowthMethod::fpi: return "fpi";
+    case GrowthMethod::aki: return "aki";
+    case GrowthMethod::lemon: return "lemon";
+  }
+  return "?";
+}
+
+inline GrowthMethod parse_growth_method(std::string_view s) {
+  return detail::parse_kind(s, "growth method",
+                            {GrowthMethod::net2net, GrowthMethod::stackbert, GrowthMethod::interpolate,
+                             GrowthMethod::mslt, GrowthMethod::fpi, GrowthMethod::aki,
+                             GrowthMethod::lemon});
+}
+
+/// The size a model grows to; 0 keeps a dimension. n_head counts query heads; head_dim is
+/// kept, so n_head / n_kv_head stays the same.
+struct GrowthTarget {
+  index_t d_model = 0, n_head = 0, ffn_dim = 0, n_layer = 0, rank = 0;
+};
+
+/// A growth method's preset options: LEMON breaks symmetry with a noisy split (std 0.02 by
+/// default, as its random-projection init) and new identity layers by cancellation.
+struct PresetOptions {
+  std::uint64_t seed = 1;
+  double split_noise = -1;  // < 0: the method's default (LEMON 0.02, the others 0)
+  double fill_std = 0.02;
+  LayerInit new_layers = LayerInit::cancel;  // LEMON: cancel or zero_out (Net2Net: zero_out)
+};
+
+namespace detail {
+
+struct ResolvedTarget {
+  index_t d, groups, f, l, r;
+};
+
+inline ResolvedTarget resolve(const GptConfig& c, const GrowthTarget& t) {
+  const index_t d = t.d_model ? t.d_model : c.d_model;
+  const index_t group = c.n_head / c.kv_heads();
+  const index_t h = t.n_head ? t.n_head : c.n_head;
+  BONSAI_CHECK(h % group == 0, "grow: ", h, " heads cannot keep ", group,
+               " query heads per key/value head (n_head / n_kv_head of the source)");
+  const index_t f = t.ffn_dim ? t.ffn_dim : (c.ffn_dim ? c.ffn_dim : 4 * d);
+  const index_t l = t.n_layer ? t.n_layer : c.n_layer;
+  const index_t r = t.rank ? t.rank : c.rank;
+  BONSAI_CHECK(d >= c.d_model && h >= c.n_head && f >= c.ffn_width() && l >= c.n_layer &&
+                   r >= c.rank,
+               "grow: a target smaller than the source (d_model ", c.d_model, " -> ", d,
+               ", n_head ", c.n_head, " -> ", h, ", ffn ", c.ffn_width(), " -> ", f,
+               ", n_layer ", c.n_layer, " -> ", l, ", rank ", c.rank, " -> ", r,
+               "): growth never shrinks a model");
+  BONSAI_CHECK(t.rank == 0 || c.ffn == FfnKind::lowrank || t.rank == c.rank,
+               "grow: only LowRank FFNs grow in rank (the model's FFN is ", to_string(c.ffn), ")");
+  return {d, h / group, f, l, r};
+}
+
+inline WidthMap rank_map(const GptConfig& c, index_t r) {
+  return c.rank > 0 ? WidthMap::appended(c.rank, r, Fill::fresh) : WidthMap{};
+}
+
+}  // namespace detail
+
+/// The plan of `method` from model `from` to `target`.
+inline GrowthPlan make_preset(GrowthMethod method, const GptConfig& from, const GrowthTarget& target,
+                              const PresetOptions& o = {}) {
+  const detail::ResolvedTarget t = detail::resolve(from, target);
+  const index_t blocks = from.ffn == FfnKind::blockdense ? from.blocks : 1;
+  // A dense layer 0 in a structured model only ever copies itself.
+  const index_t first = from.structured_ffn(0) != from.structured_ffn(from.n_layer - 1) ? 1 : 0;
+  GrowthOptions opt;
+  opt.seed = o.seed;
+  opt.fill_std = o.fill_std;
+  opt.split_noise = o.split_noise < 0 ? 0.0 : o.split_noise;
+  Rng rng(o.seed);
+  auto random_maps = [&](GrowthOptions g, DepthMap depth) {
+    WidthMap res = WidthMap::random(from.d_model, t.d, rng);
+    WidthMap heads = WidthMap::random(from.kv_heads(), t.groups, rng);
+    WidthMap ffn = WidthMap::random(from.ffn_width(), t.f, rng);
+    return make_growth_plan(from, std::move(res), std::move(heads), std::move(ffn), std::move(depth),
+                            g, detail::rank_map(from, t.r));
+  };
+  auto width_only = [&](const char* name) {
+    BONSAI_CHECK(t.d == from.d_model && t.groups == from.kv_heads() && t.f == from.ffn_width() &&
+                     t.r == from.rank,
+                 "grow: ", name, " grows depth only; grow the width with another method first");
+  };
+  switch (method) {
+    case GrowthMethod::net2net:
+      return random_maps(opt, DepthMap::insert_identity(from.n_layer, t.l, LayerInit::zero_out, first));
+    case GrowthMethod::fpi:
+      return random_maps(opt, DepthMap::stack(from.n_layer, t.l));
+    case GrowthMethod::aki:
+      opt.aki = true;
+      return random_maps(opt, DepthMap::stack(from.n_layer, t.l));
+    case GrowthMethod::stackbert:
+    case GrowthMethod::interpolate:
+    case GrowthMethod::mslt: {
+      width_only(to_string(method));
+      DepthMap depth = method == GrowthMethod::interpolate ? DepthMap::interpolate(from.n_layer, t.l)
+                                                           : DepthMap::stack(from.n_layer, t.l);
+      GrowthPlan p = make_growth_plan(from, WidthMap::identity(from.d_model),
+                                      WidthMap::identity(from.kv_heads()),
+                                      WidthMap::identity(from.ffn_width()), std::move(depth), opt,
+                                      detail::rank_map(from, t.r));
+      if (method == GrowthMethod::mslt) p.frozen_layers = from.n_layer;
+      return p;
+    }
+    case GrowthMethod::lemon: {
+      opt.split_noise = o.split_noise < 0 ? 0.02 : o.split_noise;
+      const Fill fill = from.norm == NormKind::layernorm ? Fill::avg : Fill::zero;
+      return make_growth_plan(from, WidthMap::tiled(from.d_model, t.d, fill, blocks),
+                              WidthMap::tiled(from.kv_heads(), t.groups, Fill::copy),
+                              WidthMap::tiled(from.ffn_width(), t.f, Fill::copy, blocks),
+                              DepthMap::insert_identity(from.n_layer, t.l, o.new_layers, first), opt,
+                              detail::rank_map(from, t.r));
+    }
+  }
+  detail::fail("grow: unknown growth method");
+}
+
+}  // namespace bonsai

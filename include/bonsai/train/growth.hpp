@@ -1,0 +1,177 @@
+// bonsai/train/growth.hpp — growth inside a training run: a schedule of stages ("at step s,
+// grow with method m to size t"), parsed from the command line and planned in full before any
+// work; the AdamW state carried across a growth (StateGrowth); and the learning rate after
+// growth (continue the schedule, rewind it to the peak as MSG does, or re-warm up over N steps
+// as FLM-101B and Staged Training do).
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "../grow/apply.hpp"
+#include "../grow/presets.hpp"
+#include "adamw.hpp"
+#include "lr_schedule.hpp"
+
+namespace bonsai {
+
+/// One growth event: before step `at` trains, the model grows with `method` to `target`.
+struct GrowthStage {
+  index_t at = 0;
+  GrowthMethod method = GrowthMethod::lemon;
+  GrowthTarget target;
+};
+
+namespace detail {
+inline index_t parse_size(std::string_view s, std::string_view what) {
+  index_t v = 0;
+  BONSAI_CHECK(!s.empty(), "--grow: ", what, " has no value");
+  for (char c : s) {
+    BONSAI_CHECK(c >= '0' && c <= '9', "--grow: ", what, " = '", s, "' is not a non-negative integer");
+    v = v * 10 + (c - '0');
+  }
+  return v;
+}
+inline std::vector<std::string_view> split(std::string_view s, char sep) {
+  std::vector<std::string_view> out;
+  for (std::size_t b = 0;;) {
+    const std::size_t e = s.find(sep, b);
+    out.push_back(s.substr(b, e == std::string_view::npos ? s.npos : e - b));
+    if (e == std::string_view::npos) return out;
+    b = e + 1;
+  }
+}
+}  // namespace detail
+
+/// Parses "STEP:METHOD:key=value,...;STEP:..." with keys d (d_model), heads, ffn, layers and
+/// rank, e.g. "300:lemon:d=256,heads=4,layers=4;600:stackbert:layers=8". Steps must increase.
+inline std::vector<GrowthStage> parse_growth_schedule(std::string_view text) {
+  std::vector<GrowthStage> stages;
+  if (text.empty()) return stages;
+  for (std::string_view item : detail::split(text, ';')) {
+    const auto parts = detail::split(item, ':');
+    BONSAI_CHECK(parts.size() == 3, "--grow: '", item,
+                 "' is not STEP:METHOD:key=value,... (e.g. 300:lemon:d=256,layers=4)");
+    GrowthStage st;
+    st.at = detail::parse_size(parts[0], "the step");
+    st.method = parse_growth_method(parts[1]);
+    for (std::string_view kv : detail::split(parts[2], ',')) {
+      const std::size_t eq = kv.find('=');
+      BONSAI_CHECK(eq != std::string_view::npos, "--grow: '", kv, "' is not key=value");
+      const std::string_view key = kv.substr(0, eq), value = kv.substr(eq + 1);
+      const index_t v = detail::parse_size(value, key);
+      if (key == "d") st.target.d_model = v;
+      else if (key == "heads") st.target.n_head = v;
+      else if (key == "ffn") st.target.ffn_dim = v;
+      else if (key == "layers") st.target.n_layer = v;
+      else if (key == "rank") st.target.rank = v;
+      else detail::fail("--grow: unknown size '", key, "' (expected d, heads, ffn, layers or rank)");
+    }
+    BONSAI_CHECK(stages.empty() || st.at > stages.back().at, "--grow: stage at step ", st.at,
+                 " does not come after the one at step ", stages.empty() ? 0 : stages.back().at);
+    stages.push_back(st);
+  }
+  return stages;
+}
+
+/// The plans of every stage, each from the model the previous one made; throws (before any
+/// training) for a stage that cannot be built or that starts at or after `total_steps`.
+inline std::vector<GrowthPlan> plan_growth(const GptConfig& start, const std::vector<GrowthStage>& stages,
+                                           index_t total_steps, const PresetOptions& options) {
+  std::vector<GrowthPlan> plans;
+  GptConfig c = start;
+  for (const GrowthStage& st : stages) {
+    BONSAI_CHECK(st.at > 0 && st.at < total_steps, "--grow: a stage at step ", st.at,
+                 " lies outside the run's steps (1..", total_steps - 1, ")");
+    PresetOptions o = options;
+    o.seed = options.seed + std::uint64_t(plans.size());
+    plans.push_back(make_preset(st.method, c, st.target, o));
+    c = plans.back().to;
+  }
+  return plans;
+}
+
+/// The learning rate after growth events.
+///  keep:   the run's schedule as if nothing happened (StackBERT, sparse upcycling).
+///  rewind: after each of the first two events at step g, the schedule restarts from its peak:
+///          lr(s) = schedule(s - g + warmup) (MSG).
+///  rewarm: after an event at g, lr(s) = schedule(s) min(1, (s - g + 1) / steps) (FLM-101B,
+///          Staged Training).
+struct GrowthLr {
+  enum class Kind { keep, rewind, rewarm } kind = Kind::keep;
+  index_t rewarm_steps = 0;
+
+  /// "keep", "rewind" or "rewarm:N".
+  static GrowthLr parse(std::string_view s) {
+    if (s == "keep") return {};
+    if (s == "rewind") return {Kind::rewind, 0};
+    if (s.starts_with("rewarm:")) {
+      const index_t n = detail::parse_size(s.substr(7), "rewarm steps");
+      BONSAI_CHECK(n > 0, "--grow-lr rewarm:N needs N > 0");
+      return {Kind::rewarm, n};
+    }
+    detail::fail("--grow-lr: expected keep, rewind or rewarm:N, got '", s, "'");
+  }
+  std::string to_string() const {
+    if (kind == Kind::keep) return "keep";
+    if (kind == Kind::rewind) return "rewind";
+    return "rewarm:" + std::to_string(rewarm_steps);
+  }
+
+  /// The learning rate of `step` given the steps of the growth events (increasing).
+  double at(const LrSchedule& schedule, index_t step, const std::vector<index_t>& events) const {
+    index_t last = -1, rewound = -1;
+    for (std::size_t i = 0; i < events.size() && events[i] <= step; ++i) {
+      last = events[i];
+      if (i < 2) rewound = events[i];
+    }
+    switch (kind) {
+      case Kind::keep: return schedule.at(step);
+      case Kind::rewind:
+        if (rewound < 0) return schedule.at(step);
+        return schedule.at(step - rewound + schedule.warmup_steps());
+      case Kind::rewarm:
+        if (last < 0) return schedule.at(step);
+        return schedule.at(step) * std::min(1.0, double(step - last + 1) / double(rewarm_steps));
+    }
+    return schedule.at(step);
+  }
+};
+
+/// The optimizer of the grown model: both moments mapped with `policy`; the step count is kept,
+/// except after reset (a fresh optimizer starts at step 0, so its bias correction restarts).
+template <class T>
+AdamW<T> grow_optimizer(const GrowthPlan& plan, StateGrowth policy, const AdamW<T>& opt,
+                        const ParamArena<T>& from, const ParamArena<T>& to) {
+  BONSAI_CHECK(opt.size() == from.size(), "grow_optimizer: the optimizer holds ", opt.size(),
+               " scalars but the source model has ", from.size());
+  AdamW<T> next(to, opt.config());
+  grow_state(plan, policy, from, opt.m().data(), to, next.m().data());
+  grow_state(plan, policy, from, opt.v().data(), to, next.v().data());
+  next.set_step_count(policy == StateGrowth::reset ? 0 : opt.step_count());
+  return next;
+}
+
+inline StateGrowth parse_state_growth(std::string_view s) {
+  return detail::parse_kind(s, "optimizer state policy",
+                            {StateGrowth::reset, StateGrowth::carry, StateGrowth::duplicate});
+}
+
+inline LayerInit parse_new_layers(std::string_view s) {
+  BONSAI_CHECK(s == "cancel" || s == "zero_out", "--grow-new-layers: expected cancel or zero_out, got '",
+               s, "'");
+  return s == "cancel" ? LayerInit::cancel : LayerInit::zero_out;
+}
+
+inline nlohmann::json to_json(const GrowthStage& s) {
+  return {{"at", s.at}, {"method", to_string(s.method)}, {"d_model", s.target.d_model},
+          {"n_head", s.target.n_head}, {"ffn_dim", s.target.ffn_dim},
+          {"n_layer", s.target.n_layer}, {"rank", s.target.rank}};
+}
+
+}  // namespace bonsai

@@ -1,0 +1,90 @@
+// Growth in training runs: the --grow schedule parser, planning every stage up front, the
+// learning rate after growth, and the optimizer carried across a growth.
+#include <doctest/doctest.h>
+
+#include <bonsai/bonsai.hpp>
+#include <bonsai/nn/gpt.hpp>
+#include <bonsai/train/growth.hpp>
+
+using namespace bonsai;
+
+namespace {
+GptConfig small_config() {
+  GptConfig c;
+  c.vocab_size = 13;
+  c.max_seq_len = 8;
+  c.n_layer = 2;
+  c.d_model = 8;
+  c.n_head = 2;
+  return c;
+}
+}  // namespace
+
+TEST_CASE("growth schedule: stages parse, and bad ones are rejected with a sentence") {
+  const auto st = parse_growth_schedule("100:lemon:d=16,heads=4,layers=3;250:stackbert:layers=6");
+  REQUIRE(st.size() == 2);
+  CHECK(st[0].at == 100);
+  CHECK(st[0].method == GrowthMethod::lemon);
+  CHECK(st[0].target.d_model == 16);
+  CHECK(st[0].target.n_head == 4);
+  CHECK(st[0].target.n_layer == 3);
+  CHECK(st[0].target.ffn_dim == 0);
+  CHECK(st[1].method == GrowthMethod::stackbert);
+  CHECK(parse_growth_schedule("").empty());
+  CHECK_THROWS_WITH_AS(parse_growth_schedule("100:lemon"), doctest::Contains("STEP:METHOD"), Error);
+  CHECK_THROWS_WITH_AS(parse_growth_schedule("100:grow:d=16"), doctest::Contains("unknown growth method"), Error);
+  CHECK_THROWS_WITH_AS(parse_growth_schedule("100:lemon:width=16"), doctest::Contains("unknown size 'width'"), Error);
+  CHECK_THROWS_WITH_AS(parse_growth_schedule("100:lemon:d=-3"), doctest::Contains("not a non-negative integer"), Error);
+  CHECK_THROWS_WITH_AS(parse_growth_schedule("200:lemon:d=16;100:lemon:d=32"), doctest::Contains("does not come after"), Error);
+}
+
+TEST_CASE("growth schedule: every stage is planned from the previous one before training") {
+  const auto stages = parse_growth_schedule("10:lemon:d=12,heads=3,layers=3;20:stackbert:layers=6");
+  const auto plans = plan_growth(small_config(), stages, 30, {});
+  REQUIRE(plans.size() == 2);
+  CHECK(plans[0].to.d_model == 12);
+  CHECK(plans[1].from.d_model == 12);
+  CHECK(plans[1].to.n_layer == 6);
+  CHECK(plans[1].to.norm_eps == doctest::Approx(plans[0].to.norm_eps));
+  // A later stage that shrinks, or one past the end, fails up front.
+  CHECK_THROWS_WITH_AS(plan_growth(small_config(), parse_growth_schedule("10:lemon:d=12;20:lemon:d=10"), 30, {}),
+                       doctest::Contains("never shrinks"), Error);
+  CHECK_THROWS_WITH_AS(plan_growth(small_config(), stages, 20, {}), doctest::Contains("outside the run"), Error);
+  CHECK_THROWS_WITH_AS(plan_growth(small_config(), parse_growth_schedule("10:stackbert:d=12"), 30, {}),
+                       doctest::Contains("grows depth only"), Error);
+}
+
+TEST_CASE("growth schedule: the learning rate keeps, rewinds to the peak, or re-warms up") {
+  const auto s = LrSchedule::cosine(1.0, 10, 100, 0.1);
+  const std::vector<index_t> events{40, 60, 80};
+  const GrowthLr keep = GrowthLr::parse("keep"), rewind = GrowthLr::parse("rewind"),
+                 rewarm = GrowthLr::parse("rewarm:5");
+  for (index_t step : {0, 39, 40, 55, 99}) CHECK(keep.at(s, step, events) == s.at(step));
+  CHECK(rewind.at(s, 39, events) == s.at(39));
+  CHECK(rewind.at(s, 40, events) == doctest::Approx(1.0));  // back at the peak
+  CHECK(rewind.at(s, 45, events) == s.at(15));
+  CHECK(rewind.at(s, 60, events) == doctest::Approx(1.0));  // the second event rewinds too
+  CHECK(rewind.at(s, 85, events) == s.at(35));              // the third does not
+  CHECK(rewarm.at(s, 40, events) == doctest::Approx(s.at(40) / 5));
+  CHECK(rewarm.at(s, 44, events) == doctest::Approx(s.at(44)));
+  CHECK(rewarm.at(s, 30, events) == s.at(30));
+  CHECK(rewarm.to_string() == "rewarm:5");
+  CHECK_THROWS_WITH_AS(GrowthLr::parse("rewarm:0"), doctest::Contains("N > 0"), Error);
+  CHECK_THROWS_WITH_AS(GrowthLr::parse("restart"), doctest::Contains("keep, rewind or rewarm:N"), Error);
+}
+
+TEST_CASE("growth schedule: the optimizer's step count restarts only with reset") {
+  const GptConfig c = small_config();
+  const GrowthPlan p = make_preset(GrowthMethod::lemon, c, {12, 3, 0, 3});
+  Gpt<Dense<float>, Dense<float>> a(c), b(p.to);
+  AdamW<float> opt(a.arena());
+  opt.set_step_count(7);
+  for (index_t i = 0; i < opt.size(); ++i) opt.m().data()[i] = 1.0f;
+  CHECK(grow_optimizer(p, StateGrowth::reset, opt, a.arena(), b.arena()).step_count() == 0);
+  const AdamW<float> carried = grow_optimizer(p, StateGrowth::carry, opt, a.arena(), b.arena());
+  CHECK(carried.step_count() == 7);
+  CHECK(carried.size() == b.arena().size());
+  CHECK(carried.m().data()[b.arena().slot("wte").offset] == 1.0f);
+  CHECK(parse_state_growth("duplicate") == StateGrowth::duplicate);
+  CHECK_THROWS_WITH_AS(parse_state_growth("copy"), doctest::Contains("optimizer state policy"), Error);
+}
