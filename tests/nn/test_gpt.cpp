@@ -214,3 +214,15 @@ TEST_CASE("gpt: a tiny structured model overfits one batch with AdamW") {
     });
   }
 }
+
+TEST_CASE("Gpt: layer parameter names split into the layer and the rest") {
+  CHECK(layer_param_name(3, "mlp.up.U") == "h.3.mlp.up.U");
+  const auto p = split_layer_param_name("h.12.attn.qkv.weight");
+  REQUIRE(p.has_value());
+  CHECK(p->layer == 12);
+  CHECK(p->rest == "attn.qkv.weight");
+  CHECK_FALSE(split_layer_param_name("wte").has_value());
+  CHECK_FALSE(split_layer_param_name("ln_f.weight").has_value());
+  CHECK_FALSE(split_layer_param_name("h.x.ln_1.weight").has_value());
+  CHECK_FALSE(split_layer_param_name("h.3").has_value());
+}

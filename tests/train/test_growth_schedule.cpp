@@ -35,6 +35,7 @@ TEST_CASE("growth schedule: stages parse, and bad ones are rejected with a sente
   CHECK_THROWS_WITH_AS(parse_growth_schedule("100:grow:d=16"), doctest::Contains("unknown growth method"), Error);
   CHECK_THROWS_WITH_AS(parse_growth_schedule("100:lemon:width=16"), doctest::Contains("unknown size 'width'"), Error);
   CHECK_THROWS_WITH_AS(parse_growth_schedule("100:lemon:d=-3"), doctest::Contains("not a non-negative integer"), Error);
+  CHECK_THROWS_WITH_AS(parse_growth_schedule("100:lemon:d=99999999999999999999999"), doctest::Contains("too large"), Error);
   CHECK_THROWS_WITH_AS(parse_growth_schedule("200:lemon:d=16;100:lemon:d=32"), doctest::Contains("does not come after"), Error);
 }
 

@@ -232,13 +232,13 @@ class Grower {
     const ParamSlot* slot = nullptr;
   };
   Source source(const std::string& name, index_t layer, std::string_view rest, index_t alt_layer) const {
-    const std::string n = layer < 0 ? std::string(rest) : "h." + std::to_string(layer) + "." + std::string(rest);
+    const std::string n = layer < 0 ? std::string(rest) : layer_param_name(layer, rest);
     const ParamSlot* s = m_from.find(n);
     BONSAI_CHECK(s != nullptr, "grow: the grown parameter '", name, "' needs '", n,
                  "', which the source model does not have");
     Source out{m_src + s->offset, m_src + s->offset, s};
     if (alt_layer >= 0 && alt_layer != layer) {
-      const ParamSlot* a = m_from.find("h." + std::to_string(alt_layer) + "." + std::string(rest));
+      const ParamSlot* a = m_from.find(layer_param_name(alt_layer, rest));
       BONSAI_CHECK(a && a->shape == s->shape, "grow: AKI needs '", rest, "' of layer ", alt_layer,
                    " shaped like layer ", layer, "'s");
       out.alt = m_src + a->offset;
@@ -255,10 +255,10 @@ class Grower {
     const std::string& name = t.name;
     if (name == "wte" || name == "wpe") return embedding(t, out);
     if (name == "ln_f.weight" || name == "ln_f.bias") return norm(t, out, source(name, -1, name, -1), true);
-    BONSAI_CHECK(name.starts_with("h."), "grow: no rule for parameter '", name, "'");
-    const std::size_t dot = name.find('.', 2);
-    const index_t l = std::stoll(name.substr(2, dot - 2));
-    const std::string rest = name.substr(dot + 1);
+    const auto layer = split_layer_param_name(name);
+    BONSAI_CHECK(layer && layer->layer < m_plan.depth.to(), "grow: no rule for parameter '", name, "'");
+    const index_t l = layer->layer;
+    const std::string rest(layer->rest);
     const LayerSource& ls = m_plan.depth[l];
     if (m_mode != GrowMode::values) {
       if (ls.init != LayerInit::copy) return;  // identity layers start with zero state

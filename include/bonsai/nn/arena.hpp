@@ -5,6 +5,8 @@
 // write it tensor by tensor; data-parallel training all-reduces grads() in one call.
 #pragma once
 
+#include <charconv>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -28,6 +30,25 @@ struct ParamSlot {
   /// AdamW decays matrices (rank >= 2: weights and embeddings), never biases or norm gains.
   bool decays() const { return shape.size() >= 2; }
 };
+
+/// Layer parameters are named "h.<l>.<rest>" ("h.3.mlp.up.U"); model-level ones are not ("wte").
+inline std::string layer_param_name(index_t layer, std::string_view rest) {
+  return "h." + std::to_string(layer) + "." + std::string(rest);
+}
+struct LayerParamName {
+  index_t layer = 0;
+  std::string_view rest;  // "mlp.up.U"
+};
+/// The layer and the rest of a layer parameter's name; nullopt for a model-level name.
+inline std::optional<LayerParamName> split_layer_param_name(std::string_view name) {
+  if (!name.starts_with("h.")) return std::nullopt;
+  LayerParamName out;
+  const char* end = name.data() + name.size();
+  const auto [p, ec] = std::from_chars(name.data() + 2, end, out.layer);
+  if (ec != std::errc() || p == end || *p != '.') return std::nullopt;
+  out.rest = name.substr(std::size_t(p + 1 - name.data()));
+  return out;
+}
 
 template <class T>
 class ParamArena {

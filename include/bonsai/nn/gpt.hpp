@@ -53,7 +53,7 @@ class Gpt {
     const index_t d = config.d_model, f = config.ffn_width();
     m_embed.declare(m_arena);
     for (index_t l = 0; l < config.n_layer; ++l) {
-      const std::string prefix = "h." + std::to_string(l) + ".";
+      const std::string prefix = layer_param_name(l, "");
       if (l == 0 && has_dense_first()) {
         m_first.emplace(config, typename DenseBlock::MlpType(Dense<T>(d, f), Dense<T>(f, d), config.act));
         m_first->declare(m_arena, prefix);
@@ -190,8 +190,8 @@ class Gpt {
   /// Whether parameter `s` is frozen: wte, wpe and layers below frozen_layers().
   bool is_frozen(const ParamSlot& s) const {
     if (m_frozen == 0) return false;
-    if (!s.name.starts_with("h.")) return !s.name.starts_with("ln_f.");
-    return std::stoll(s.name.substr(2, s.name.find('.', 2) - 2)) < m_frozen;
+    const auto layer = split_layer_param_name(s.name);
+    return layer ? layer->layer < m_frozen : !s.name.starts_with("ln_f.");
   }
 
   /// The logits (N, V) of the last forward (before a training forward turned them into

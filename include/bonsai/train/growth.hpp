@@ -33,6 +33,7 @@ inline index_t parse_size(std::string_view s, std::string_view what) {
   BONSAI_CHECK(!s.empty(), "--grow: ", what, " has no value");
   for (char c : s) {
     BONSAI_CHECK(c >= '0' && c <= '9', "--grow: ", what, " = '", s, "' is not a non-negative integer");
+    BONSAI_CHECK(v < (index_t(1) << 40), "--grow: ", what, " = '", s, "' is too large");
     v = v * 10 + (c - '0');
   }
   return v;
