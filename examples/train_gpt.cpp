@@ -8,8 +8,8 @@
 // atomic safetensors checkpoints into --out, resumes bit-for-bit with --resume, and samples
 // text at the end. With --sgt the structured FFNs train with dense guides (self-guided training)
 // that are released, and freed, when their weight reaches 0. With --grow the model grows at the
-// given steps (Net2Net, StackBERT, MSLT, bert2BERT, LEMON), its optimizer state and learning
-// rate carried across as --grow-state and --grow-lr say. The FFN structure is picked once,
+// given steps (Net2Net, StackBERT, MSLT, bert2BERT, LEMON, MSG with its masks ramped in), its
+// optimizer state and learning rate carried across as --grow-state and --grow-lr say. The FFN structure is picked once,
 // in main(), through a closed switch; the training loop below it is statically typed on it.
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
@@ -60,7 +60,7 @@ struct Options {
   std::vector<std::string> grow;
   std::string grow_state = "reset", grow_lr = "keep", grow_new_layers = "cancel";
   double grow_noise = -1;
-  index_t mslt_steps = 0;
+  index_t mslt_steps = 0, msg_steps = 0;
   int threads = 0;
   double peak_gflops = 0;
 };
@@ -205,11 +205,13 @@ int train(const Options& o, GptConfig config) {
     const index_t length = o.mslt_steps > 0 ? o.mslt_steps : (next - at) / 2;
     return step < at + length ? growth[std::size_t(k - 1)].frozen_layers : 0;
   };
+  const std::vector<index_t> ramps = mask_ramps(stages, growth, plan.total_steps, o.msg_steps);
   nlohmann::json growth_json = nlohmann::json::array();
   for (const GrowthStage& st : stages) growth_json.push_back(to_json(st));
   const nlohmann::json growth_settings = {{"stages", growth_json}, {"state", o.grow_state},
                                           {"lr", growth_lr.to_string()}, {"noise", o.grow_noise},
-                                          {"new_layers", o.grow_new_layers}, {"mslt_steps", o.mslt_steps}};
+                                          {"new_layers", o.grow_new_layers}, {"mslt_steps", o.mslt_steps},
+                                          {"msg_steps", o.msg_steps}};
   Rng guide_rng(o.seed ^ 0x5347545f5347545fULL);
 
   DataLoader loader(o.train, {.batch_size = B, .seq_len = T, .shuffle = o.shuffle, .seed = o.seed,
@@ -260,6 +262,22 @@ int train(const Options& o, GptConfig config) {
     opt->set_frozen(plain->arena(), [&](const ParamSlot& s) { return plain->is_frozen(s); });
     fmt::print("step {}: {}\n", step, f ? fmt::format("MSLT trains only layers {}..{} and ln_f", f, config.n_layer - 1)
                                          : std::string("all layers train"));
+  };
+
+  /// MSG: sets the masks of a ramping growth (of those applied by step `step`) to their value
+  /// at step `at`, and drops them once the ramp is over (at value 1 the masks change nothing).
+  const auto apply_mask = [&](index_t step, index_t at) {
+    if (!plain) return;
+    const index_t k = stages_before(step + 1);  // events at or before step
+    const std::size_t e = std::size_t(k - 1);
+    if (k > 0 && ramps[e] > 0 && at < stages[e].at + ramps[e]) {
+      GrowthMask mask = growth[e].mask();
+      mask.value = mask_value(at, stages[e].at, ramps[e]);
+      plain->set_growth_mask(std::move(mask));
+    } else if (plain->growth_mask()) {
+      plain->clear_growth_mask();
+      fmt::print("step {}: MSG's masks reached 1 and were dropped\n", at);
+    }
   };
 
   // ---- resume ------------------------------------------------------------------------------
@@ -347,6 +365,7 @@ int train(const Options& o, GptConfig config) {
         grow_model(k, step, true);
       }
     apply_freeze(step);
+    apply_mask(step, step);
     const auto t0 = std::chrono::steady_clock::now();
     const double alpha = plan.schedule.alpha(step);
     double loss = 0, step_flops = 0;
@@ -371,6 +390,7 @@ int train(const Options& o, GptConfig config) {
                  ", gradient norm ", norm, " — training diverged (lower --lr?)");
     const double lr = growth_lr.at(schedule, step, growth_steps);
     opt->step(arena(), lr, clip_scale(norm, o.clip));
+    apply_mask(step, step + 1);  // what the evaluation (and the next step) sees
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     train_flops += step_flops;
 
@@ -475,7 +495,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--grow", o.grow,
                  "a growth stage STEP:METHOD:key=value,... (repeat for more stages) with METHOD "
-                 "net2net | stackbert | interpolate | mslt | fpi | aki | lemon and keys d, heads, "
+                 "net2net | stackbert | interpolate | mslt | fpi | aki | lemon | msg and keys d, heads, "
                  "ffn, layers, rank (e.g. 200:lemon:d=384,heads=6,layers=6)");
   app.add_option("--grow-state", o.grow_state, "optimizer state at growth: reset | carry | duplicate")
       ->capture_default_str();
@@ -487,6 +507,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--mslt-steps", o.mslt_steps,
                  "MSLT: steps that only the new layers train (0: half-way to the next stage or the end)");
+  app.add_option("--msg-steps", o.msg_steps,
+                 "MSG: steps over which the masks of new parts rise from 0 to 1 (0: half-way to the "
+                 "next stage or the end)");
   app.add_option("--batch,-b", o.batch, "sequences per micro-batch")->capture_default_str();
   app.add_option("--grad-accum", o.grad_accum, "micro-batches per step")->capture_default_str();
   app.add_option("--steps,-x", o.steps, "optimizer steps")->capture_default_str();

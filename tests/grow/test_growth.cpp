@@ -314,8 +314,12 @@ TEST_CASE("grow: structured FFNs grow exactly (LowRank in width and rank, BlockD
   bs.blocks = 2;
   CHECK_THROWS_WITH_AS(make_preset(GrowthMethod::lemon, bs, {8, 0, 0, 0}),
                        doctest::Contains("BlockShuffle"), Error);
-  // Layer 0 stays dense (dense_first_ffn): stacking it onto a structured slot is rejected.
-  CHECK_THROWS_WITH_AS(make_preset(GrowthMethod::stackbert, lr, {0, 0, 0, 6}),
+  // Layer 0 stays dense (dense_first_ffn): the stacking presets repeat layers 1.. only, and a
+  // map that puts it onto a structured slot is rejected.
+  const GrowthPlan stacked = make_preset(GrowthMethod::stackbert, lr, {0, 0, 0, 6});
+  for (index_t l = lr.n_layer; l < 6; ++l) CHECK(stacked.depth[l].src >= 1);
+  CHECK_THROWS_WITH_AS(make_growth_plan(lr, stacked.residual, stacked.heads, stacked.ffn,
+                                        DepthMap::stack(lr.n_layer, 6), {}, stacked.rank),
                        doctest::Contains("dense_first_ffn"), Error);
 }
 
@@ -454,4 +458,134 @@ TEST_CASE("grow: MSLT freezes exactly the stated layers: no backward below them,
   big.set_frozen_layers(0);
   CHECK(big.training_flops(B, T) == 3 * big.flops(B, T));
   CHECK_THROWS_WITH_AS(big.set_frozen_layers(4), doctest::Contains("at least the top layer"), Error);
+}
+
+TEST_CASE("grow: MSG's masks at 0 give the source's logits, at 1 the plain grown model") {
+  for (const GptConfig& c : {gpt2_style(), llama_style()}) {
+    const index_t h = c.n_head, group = c.n_head / c.kv_heads();
+    for (GrowthTarget t : {GrowthTarget{7, 0, 0, 0}, GrowthTarget{0, h + group, 0, 0}, GrowthTarget{0, 0, 13, 0},
+                           GrowthTarget{0, 0, 0, 4}, GrowthTarget{7, h + group, 13, 3}}) {
+      CAPTURE(to_string(c.norm));
+      CAPTURE(t.d_model);
+      CAPTURE(t.n_head);
+      CAPTURE(t.ffn_dim);
+      CAPTURE(t.n_layer);
+      const GrowthPlan p = make_preset(GrowthMethod::msg, c, t);
+      CHECK(p.options.masked);
+      CHECK(p.norm_scale() == 1.0);
+      CHECK(p.to.norm_eps == c.norm_eps);
+      Gpt<Dense<double>, Dense<double>> small(c), big(p.to);
+      randomize(small, 4);
+      grow_parameters(p, small.arena(), big.arena());
+      const auto tok = tokens(c.vocab_size);
+      const auto plain = logits(big, tok);
+      CHECK(max_diff(logits(small, tok), plain) > 1e-6);  // the new parts are random: not exact
+      GrowthMask mask = p.mask();
+      CHECK(mask.masks_anything());
+      big.set_growth_mask(mask);
+      CHECK(max_diff(logits(small, tok), logits(big, tok)) <= tol);
+      mask.value = 1.0;
+      big.set_growth_mask(mask);
+      CHECK(max_diff(plain, logits(big, tok)) <= tol);
+    }
+  }
+}
+
+TEST_CASE("grow: MSG's masks mark the appended units and the layers stacked on top") {
+  const GptConfig c = llama_style();  // 2 key/value groups of 2 query heads
+  const GrowthPlan p = make_preset(GrowthMethod::msg, c, {6, 6, 10, 3});
+  const GrowthMask m = p.mask();
+  CHECK(m.value == 0.0);
+  CHECK(m.residual == std::vector<bool>{false, false, false, false, true, true});
+  CHECK(m.heads == std::vector<bool>{false, false, true});
+  CHECK(m.ffn == std::vector<bool>{false, false, false, false, false, false, false, false, true, true});
+  CHECK(m.layers == std::vector<bool>{false, false, true});
+  CHECK(p.depth[2].src == 0);
+  // Only the layers grow: nothing else is masked.
+  const GrowthMask deeper = make_preset(GrowthMethod::msg, c, {0, 0, 0, 4}).mask();
+  CHECK(deeper.residual.empty());
+  CHECK(deeper.heads.empty());
+  CHECK(deeper.ffn.empty());
+  CHECK(deeper.layers == std::vector<bool>{false, false, true, true});
+  CHECK(!make_preset(GrowthMethod::lemon, c, {6, 6, 10, 3}).mask().masks_anything());
+}
+
+TEST_CASE("grow: at MSG mask 0 new parameters get no gradient and the old ones the source's") {
+  for (const GptConfig& c : {gpt2_style(), llama_style()}) {
+    CAPTURE(to_string(c.norm));
+    const GrowthPlan p = make_preset(GrowthMethod::msg, c, {7, c.n_head + c.n_head / c.kv_heads(), 13, 3});
+    Gpt<Dense<double>, Dense<double>> small(c), big(p.to);
+    randomize(small, 6);
+    grow_parameters(p, small.arena(), big.arena());
+    big.set_growth_mask(p.mask());
+    const auto in = tokens(c.vocab_size, 11), tgt = tokens(c.vocab_size, 12);
+    const TokenBatch batch{in.data(), tgt.data(), B, T};
+    for (auto* arena : {&small.arena(), &big.arena()}) arena->zero_grads();
+    decltype(small)::Context cs;
+    decltype(big)::Context cb;
+    CHECK(small.forward(cs, batch, 1.0) == doctest::Approx(big.forward(cb, batch, 1.0)).epsilon(1e-12));
+    small.backward(cs);
+    big.backward(cb);
+    // The old slice of every tensor (carry maps ones there, zeros elsewhere) and the source's
+    // gradients mapped the same way.
+    const std::vector<double> ones(std::size_t(small.arena().size()), 1.0);
+    std::vector<double> old(std::size_t(big.arena().size())), expected(old.size());
+    grow_state(p, StateGrowth::carry, small.arena(), ones.data(), big.arena(), old.data());
+    grow_state(p, StateGrowth::carry, small.arena(), small.arena().grads(), big.arena(), expected.data());
+    index_t new_entries = 0;
+    double worst_new = 0, worst_old = 0;
+    for (std::size_t i = 0; i < old.size(); ++i) {
+      const double g = big.arena().grads()[i];
+      if (old[i] == 0.0) {
+        ++new_entries;
+        worst_new = std::max(worst_new, std::abs(g));
+      } else {
+        worst_old = std::max(worst_old, std::abs(g - expected[i]));
+      }
+    }
+    CHECK(new_entries > 0);
+    CHECK(worst_new == 0.0);
+    CHECK(worst_old <= tol);
+  }
+}
+
+TEST_CASE("grow: MSG plans need appended fresh units and copied layers") {
+  const GptConfig c = gpt2_style();
+  GrowthOptions masked;
+  masked.masked = true;
+  CHECK_THROWS_WITH_AS(make_growth_plan(c, WidthMap::tiled(4, 6, Fill::avg), WidthMap::identity(2),
+                                        WidthMap::identity(8), DepthMap::identity(2), masked),
+                       doctest::Contains("append fresh"), Error);
+  CHECK_THROWS_WITH_AS(make_growth_plan(c, WidthMap::identity(4), WidthMap::identity(2), WidthMap::identity(8),
+                                        DepthMap::insert_identity(2, 3, LayerInit::zero_out), masked),
+                       doctest::Contains("masked copies"), Error);
+  // Without masks, fresh residual units cannot be exact.
+  CHECK_THROWS_WITH_AS(make_growth_plan(c, WidthMap::appended(4, 6, Fill::fresh), WidthMap::identity(2),
+                                        WidthMap::identity(8), DepthMap::identity(2)),
+                       doctest::Contains("mask them (MSG)"), Error);
+  GptConfig bd = c;
+  bd.ffn = FfnKind::blockdense;
+  bd.blocks = 2;
+  bd.rank = 4;
+  bd.dense_first_ffn = false;
+  CHECK_THROWS_WITH_AS(make_preset(GrowthMethod::msg, bd, {8, 0, 0, 0}), doctest::Contains("block-aligned"),
+                       Error);
+}
+
+TEST_CASE("grow: MSG grows LowRank FFNs and dense-first structured stacks exactly at mask 0") {
+  GptConfig c = gpt2_style();
+  c.ffn = FfnKind::lowrank;
+  c.rank = 3;
+  c.n_layer = 3;
+  c.dense_first_ffn = true;  // layer 0 dense: stacked layers repeat layers 1..2 only
+  const GrowthPlan p = make_preset(GrowthMethod::msg, c, {6, 3, 12, 5, 4});
+  CHECK(p.depth[3].src == 1);
+  CHECK(p.depth[4].src == 2);
+  using M = Gpt<LowRank<double>, LowRank<double>>;
+  M small(c), big(p.to);
+  randomize(small, 8);
+  grow_parameters(p, small.arena(), big.arena());
+  big.set_growth_mask(p.mask());
+  const auto tok = tokens(c.vocab_size);
+  CHECK(max_diff(logits(small, tok), logits(big, tok)) <= tol);
 }

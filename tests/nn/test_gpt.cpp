@@ -37,12 +37,14 @@ GptConfig tiny_config(FfnKind ffn, bool llama) {
   return c;
 }
 
-/// Compares d(loss)/d(theta) with central differences for every parameter of the model.
+/// Compares d(loss)/d(theta) with central differences for every parameter of the model, with
+/// `mask` (nn/growth_mask.hpp) set when it masks anything.
 template <class Up, class Down>
-void check_model_gradients(const GptConfig& config) {
+void check_model_gradients(const GptConfig& config, const GrowthMask& mask = {}) {
   Gpt<Up, Down> model(config);
   Rng rng(42);
   model.init(rng);
+  if (mask.masks_anything()) model.set_growth_mask(mask);
   auto& arena = model.arena();
   // Perturb norms and biases too, so their gradients are not trivially symmetric.
   for (index_t i = 0; i < arena.size(); ++i) arena.values()[i] += 0.05 * rng.normal();
@@ -114,6 +116,44 @@ TEST_CASE("gpt: finite-difference gradients, Llama style (RMSNorm, RoPE, SwiGLU,
   });
 }
 
+/// MSG's masks at 0.4 on the last residual units, the last key/value head group, the last FFN
+/// units and the top layer.
+GrowthMask partial_mask(const GptConfig& c) {
+  GrowthMask m;
+  m.value = 0.4;
+  m.residual.assign(std::size_t(c.d_model), false);
+  m.residual[std::size_t(c.d_model - 1)] = m.residual[std::size_t(c.d_model - 3)] = true;
+  m.heads.assign(std::size_t(c.kv_heads()), false);
+  m.heads.back() = true;
+  m.ffn.assign(std::size_t(c.ffn_width()), false);
+  for (index_t j = c.ffn_width() / 2; j < c.ffn_width(); j += 2) m.ffn[std::size_t(j)] = true;
+  m.layers.assign(std::size_t(c.n_layer), false);
+  m.layers.back() = true;
+  return m;
+}
+
+TEST_CASE("gpt: finite-difference gradients under growth masks (mask-weighted norms, q/k/v, FFN, layers)") {
+  for (bool llama : {false, true})
+    for_each_structure(llama, [](const GptConfig& c, auto tag) {
+      using Map = typename decltype(tag)::type;
+      CAPTURE(to_string(c.ffn));
+      CAPTURE(to_string(c.act));
+      check_model_gradients<Map, Map>(c, partial_mask(c));
+    });
+}
+
+TEST_CASE("gpt: growth masks that do not match the model are rejected") {
+  const GptConfig c = tiny_config(FfnKind::dense, false);
+  Gpt<Dense<double>, Dense<double>> model(c);
+  GrowthMask m = partial_mask(c);
+  m.ffn.push_back(true);
+  CHECK_THROWS_WITH_AS(model.set_growth_mask(m), doctest::Contains("FFN mask has 17 entries but the model has 16"), Error);
+  m = partial_mask(c);
+  m.value = 1.5;
+  CHECK_THROWS_WITH_AS(model.set_growth_mask(m), doctest::Contains("outside [0, 1]"), Error);
+  CHECK(!model.growth_mask());
+}
+
 TEST_CASE("gpt: parameter names follow the arena convention") {
   GptConfig c = tiny_config(FfnKind::lowrank, false);
   Gpt<LowRank<float>, LowRank<float>> model(c);
@@ -145,12 +185,16 @@ TEST_CASE("gpt: bad tokens and lengths are rejected with a message") {
   CHECK_THROWS_AS(model.backward(ctx), Error);
 }
 
-TEST_CASE("gpt: decoding with a KV cache equals the full forward's logits") {
-  for (bool llama : {false, true}) {
+TEST_CASE("gpt: decoding with a KV cache equals the full forward's logits, with and without growth masks") {
+  for (int variant = 0; variant < 4; ++variant) {
+    const bool llama = variant % 2, masked = variant / 2;
+    CAPTURE(llama);
+    CAPTURE(masked);
     GptConfig c = tiny_config(FfnKind::lowrank, llama);
     Gpt<LowRank<double>, LowRank<double>> model(c);
     Rng rng(7);
     model.init(rng);
+    if (masked) model.set_growth_mask(partial_mask(c));
     const index_t T = 7;
     std::vector<std::int32_t> tok(T);
     for (auto& t : tok) t = std::int32_t(rng.uniform() * double(c.vocab_size));

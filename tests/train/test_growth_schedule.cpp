@@ -89,3 +89,24 @@ TEST_CASE("growth schedule: the optimizer's step count restarts only with reset"
   CHECK(parse_state_growth("duplicate") == StateGrowth::duplicate);
   CHECK_THROWS_WITH_AS(parse_state_growth("copy"), doctest::Contains("optimizer state policy"), Error);
 }
+
+TEST_CASE("growth schedule: MSG's masks ramp by 1 / N per step, one growth at a time") {
+  const auto stages = parse_growth_schedule("10:msg:d=12;20:lemon:d=16;30:msg:layers=3");
+  const auto plans = plan_growth(small_config(), stages, 40, {});
+  CHECK(plans[0].options.masked);
+  CHECK(!plans[1].options.masked);
+  // Given N, or half the way to the next stage or the end.
+  CHECK(mask_ramps(stages, plans, 40, 4) == std::vector<index_t>{4, 0, 4});
+  CHECK(mask_ramps(stages, plans, 40, 0) == std::vector<index_t>{5, 0, 5});
+  // The step at the growth trains with 0; after t optimizer steps the mask is t / N, then 1.
+  CHECK(mask_value(10, 10, 4) == 0.0);
+  CHECK(mask_value(11, 10, 4) == 0.25);
+  CHECK(mask_value(13, 10, 4) == 0.75);
+  CHECK(mask_value(14, 10, 4) == 1.0);
+  CHECK(mask_value(30, 10, 4) == 1.0);
+  // A ramp that would still run at the next growth, or past the end, fails before training.
+  CHECK_THROWS_WITH_AS(mask_ramps(stages, plans, 40, 11), doctest::Contains("one growth ramps at a time"), Error);
+  const auto last = parse_growth_schedule("10:msg:d=12");
+  CHECK_THROWS_WITH_AS(mask_ramps(last, plan_growth(small_config(), last, 15, {}), 15, 6),
+                       doctest::Contains("end of the run at step 15"), Error);
+}

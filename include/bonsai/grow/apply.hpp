@@ -129,8 +129,10 @@ class Grower {
     }
     return r;
   }
-  /// Columns that read an input space: copies split by share * factor (factor 0: cancel).
-  std::vector<GrowCol> cols(const WidthMap& m, double factor = 1.0, bool aki = false) const {
+  /// Columns that read an input space: copies split by share * factor (factor 0: cancel);
+  /// columns on fresh units are 0, or free under MSG's masks (`masked`).
+  std::vector<GrowCol> cols(const WidthMap& m, double factor = 1.0, bool aki = false,
+                            bool masked = false) const {
     std::vector<GrowCol> c(std::size_t(m.to()));
     for (index_t j = 0; j < m.to(); ++j) {
       GrowCol& x = c[std::size_t(j)];
@@ -146,6 +148,7 @@ class Grower {
         case Fill::avg:
           fail("grow: an avg-filled space cannot be read by a linear layer");
         case Fill::fresh:
+          if (m_mode == GrowMode::values && masked) x.kind = GrowCol::free;
           break;
       }
     }
@@ -253,7 +256,7 @@ class Grower {
 
   void grow_slot(const ParamSlot& t, T* out, Rng& rng) {
     const std::string& name = t.name;
-    if (name == "wte" || name == "wpe") return embedding(t, out);
+    if (name == "wte" || name == "wpe") return embedding(t, out, rng);
     if (name == "ln_f.weight" || name == "ln_f.bias") return norm(t, out, source(name, -1, name, -1), true);
     const auto layer = split_layer_param_name(name);
     BONSAI_CHECK(layer && layer->layer < m_plan.depth.to(), "grow: no rule for parameter '", name, "'");
@@ -262,7 +265,7 @@ class Grower {
     const LayerSource& ls = m_plan.depth[l];
     if (m_mode != GrowMode::values) {
       if (ls.init != LayerInit::copy) return;  // identity layers start with zero state
-      if (m_mode == GrowMode::carry && !first_copy(l)) return;
+      if (m_mode == GrowMode::carry && m_plan.depth.is_new(l)) return;
     }
     const bool aki = m_plan.options.aki && m_mode != GrowMode::carry;
     const index_t alt_layer = aki ? std::min(ls.src + 1, m_plan.from.n_layer - 1) : -1;
@@ -298,7 +301,7 @@ class Grower {
       if (init == LayerInit::zero_out) return;
       const bool cancel = init == LayerInit::cancel;
       return apply(out, s.main, s.alt, a.attention_width(), rows(m_plan.residual),
-                   cols(m_q, cancel ? 0.0 : 1.0, use_alt),
+                   cols(m_q, cancel ? 0.0 : 1.0, use_alt, masked()),
                    cancel ? m_plan.options.fill_std : split_noise(), rng, a.d_model);
     }
     if (rest == "attn.proj.bias" || rest == "mlp.down.bias") {
@@ -332,6 +335,8 @@ class Grower {
                                                                           : GrowRow::zero;
   }
 
+  bool masked() const { return m_plan.options.masked; }
+
   double split_noise() const { return m_mode == GrowMode::values ? m_plan.options.split_noise : 0.0; }
 
   /// One parameter of an FFN map in -> out: `in` the input space (norm output or FFN units),
@@ -349,12 +354,14 @@ class Grower {
         BONSAI_CHECK(param == "weight", "grow: no rule for '", t.name, "'");
         check_shape(t, {out_map.to(), in.to()});
         if (zero_out) return;
-        return apply(out, s.main, s.alt, n_in, out_rows, cols(in, factor, in_aki), noise, rng, n_out);
+        return apply(out, s.main, s.alt, n_in, out_rows, cols(in, factor, in_aki, masked()), noise, rng,
+                     n_out);
       case FfnKind::lowrank: {
         const WidthMap& rk = m_plan.rank;
         if (param == "V") {  // (R, in): rank rows, input columns
           check_shape(t, {rk.to(), in.to()});
-          return apply(out, s.main, s.alt, n_in, rows(rk), cols(in, factor, in_aki), noise, rng, rk.from());
+          return apply(out, s.main, s.alt, n_in, rows(rk), cols(in, factor, in_aki, masked()), noise, rng,
+                       rk.from());
         }
         BONSAI_CHECK(param == "U", "grow: no rule for '", t.name, "'");
         check_shape(t, {out_map.to(), rk.to()});  // (out, R)
@@ -371,7 +378,7 @@ class Grower {
         BONSAI_CHECK(param == "0.blocks", "grow: no rule for '", t.name, "'");
         const index_t bi = n_in / nb, bi2 = in.to() / nb, br = r / nb;
         check_shape(t, {nb, br, bi2});  // (B, R/B, in/B): block b reads inputs [b in/B, ...)
-        const std::vector<GrowCol> all = cols(in, factor, in_aki);
+        const std::vector<GrowCol> all = cols(in, factor, in_aki, masked());
         for (index_t blk = 0; blk < nb; ++blk) {
           std::vector<GrowCol> local(all.begin() + blk * bi2, all.begin() + (blk + 1) * bi2);
           for (GrowCol& c : local)
@@ -386,8 +393,9 @@ class Grower {
     fail("grow: no rule for '", t.name, "'");
   }
 
-  /// Token and position tables (rows, D): each row grows along the residual map.
-  void embedding(const ParamSlot& t, T* out) const {
+  /// Token and position tables (rows, D): each row grows along the residual map; fresh units
+  /// (MSG) are drawn N(0, fill_std^2).
+  void embedding(const ParamSlot& t, T* out, Rng& rng) const {
     const Source s = source(t.name, -1, t.name, -1);
     const index_t rows = s.slot->shape[0], d = m_plan.residual.from(), d2 = m_plan.residual.to();
     check_shape(t, {rows, d2});
@@ -406,7 +414,10 @@ class Grower {
           case Fill::avg:
             if (m_mode == GrowMode::values) y[j] = T(mean);
             break;
-          default: break;
+          case Fill::fresh:
+            if (m_mode == GrowMode::values) y[j] = T(rng.normal(0.0, m_plan.options.fill_std));
+            break;
+          case Fill::zero: break;
         }
       }
     }
@@ -430,14 +441,6 @@ class Grower {
                    ? T(x * scale / (final ? double(m.count(m.source(j))) : 1.0))
                    : T(x);
     }
-  }
-
-  /// Whether target layer l is the first copy of its source layer (the layer kept in place).
-  bool first_copy(index_t l) const {
-    for (index_t k = 0; k < l; ++k)
-      if (m_plan.depth[k].init == LayerInit::copy && m_plan.depth[k].src == m_plan.depth[l].src)
-        return false;
-    return true;
   }
 
   const GrowthPlan& m_plan;

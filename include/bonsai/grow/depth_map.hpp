@@ -51,11 +51,16 @@ class DepthMap {
   /// L -> L, each layer in place.
   static DepthMap identity(index_t layers) { return stack(layers, layers); }
 
-  /// StackBERT / Gstack: target layer l copies source layer l mod L (the stack repeated on top).
-  static DepthMap stack(index_t from, index_t to) {
+  /// StackBERT / Gstack: target layer l copies source layer l mod L (the stack repeated on
+  /// top). With `first` = 1 the repeats skip layer 0 (a dense layer 0 of a structured model,
+  /// dense_first_ffn): layer L + i copies layer first + i mod (L - first).
+  static DepthMap stack(index_t from, index_t to, index_t first = 0) {
     check_grows(from, to);
+    BONSAI_CHECK(first >= 0 && (first < from || to == from), "DepthMap::stack: no layer from ",
+                 first, " on in a ", from, "-layer model to repeat");
     std::vector<LayerSource> out;
-    for (index_t l = 0; l < to; ++l) out.push_back({LayerInit::copy, l % from});
+    for (index_t l = 0; l < to; ++l)
+      out.push_back({LayerInit::copy, l < from ? l : first + (l - from) % (from - first)});
     return DepthMap(from, std::move(out));
   }
 
@@ -94,6 +99,16 @@ class DepthMap {
   index_t to() const noexcept { return index_t(m_layers.size()); }
   const LayerSource& operator[](index_t l) const { return m_layers[std::size_t(l)]; }
   const std::vector<LayerSource>& layers() const noexcept { return m_layers; }
+  /// Whether target layer l is new: not the first copy of its source layer (the one kept in
+  /// place) or an identity layer.
+  bool is_new(index_t l) const {
+    const LayerSource& s = m_layers[std::size_t(l)];
+    if (s.init != LayerInit::copy) return true;
+    for (index_t k = 0; k < l; ++k)
+      if (m_layers[std::size_t(k)].init == LayerInit::copy && m_layers[std::size_t(k)].src == s.src)
+        return true;
+    return false;
+  }
   /// Whether every new layer is an identity block (the map keeps the function).
   bool function_preserving() const {
     if (m_from == 0) return true;

@@ -13,6 +13,7 @@
 
 #include "../core/error.hpp"
 #include "../nn/config.hpp"
+#include "../nn/growth_mask.hpp"
 #include "depth_map.hpp"
 #include "width_map.hpp"
 
@@ -30,6 +31,10 @@ struct GrowthOptions {
   /// bert2BERT's AKI: copied (non-original) heads and FFN units of layer l take their
   /// parameters from layer l + 1 (the top layer from itself). Not function-preserving.
   bool aki = false;
+  /// MSG: new units are appended fresh (random on both sides) and new layers are copies; the
+  /// function is kept by masks (GrowthPlan::mask(), nn/growth_mask.hpp) that the trainer ramps
+  /// from 0 to 1, not by the weights.
+  bool masked = false;
   std::uint64_t seed = 1;
 };
 
@@ -45,19 +50,40 @@ struct GrowthPlan {
   /// the trainer's stage ends (0: all layers train).
   index_t frozen_layers = 0;
 
-  /// The norms' epsilon factor s = k D / D' when every residual unit is copied k times, else 1.
+  /// The norms' epsilon factor s = k D / D' when every residual unit is copied k times, else 1
+  /// (and 1 under MSG's masks, whose norm statistics skip the new units).
   double norm_scale() const {
-    if (!residual.uniform()) return 1.0;
+    if (options.masked || !residual.uniform()) return 1.0;
     return double(residual.count(0)) * double(residual.from()) / double(residual.to());
   }
 
   /// Whether the grown model computes exactly the source model's function (up to rounding): a
   /// residual map with equal copy counts whose fill matches the norm (avg for LayerNorm, zero
-  /// for RMSNorm), identity-only new layers and no AKI.
+  /// for RMSNorm), identity-only new layers and no AKI; or MSG's masks at 0.
   bool function_preserving() const {
+    if (options.masked) return true;
     const Fill bad = from.norm == NormKind::layernorm ? Fill::zero : Fill::avg;
     return residual.uniform() && !residual.has(bad) && depth.function_preserving() &&
            !options.aki;
+  }
+
+  /// MSG's masks of the grown model at value 0 (nothing masked without options.masked): the
+  /// residual units, key/value head groups and FFN units that are not originals, and the new
+  /// layers.
+  GrowthMask mask() const {
+    GrowthMask out;
+    if (!options.masked) return out;
+    auto fresh = [](const WidthMap& m) {
+      std::vector<bool> v(std::size_t(m.to()));
+      for (index_t j = 0; j < m.to(); ++j) v[std::size_t(j)] = !m.original(j);
+      return GrowthMask::any(v) ? v : std::vector<bool>{};
+    };
+    out.residual = fresh(residual);
+    out.heads = fresh(heads);
+    out.ffn = fresh(ffn);
+    for (index_t l = 0; l < depth.to(); ++l) out.layers.push_back(depth.is_new(l));
+    if (!GrowthMask::any(out.layers)) out.layers.clear();
+    return out;
   }
 };
 
@@ -94,8 +120,24 @@ inline GrowthPlan make_growth_plan(const GptConfig& from, WidthMap residual, Wid
                " units but the model's FFN has ", from.ffn_width());
   BONSAI_CHECK(depth.from() == from.n_layer, "grow: the depth map starts at ", depth.from(),
                " layers but the model has ", from.n_layer);
-  BONSAI_CHECK(!residual.has(Fill::fresh), "grow: the residual stream cannot hold fresh units "
-               "(every norm reads them); fill with avg (LayerNorm) or zero (RMSNorm)");
+  BONSAI_CHECK(options.masked || !residual.has(Fill::fresh),
+               "grow: the residual stream cannot hold fresh units (every norm reads them); fill "
+               "with avg (LayerNorm) or zero (RMSNorm), or mask them (MSG)");
+  if (options.masked) {
+    auto appended = [](const WidthMap& m, const char* what) {
+      for (index_t j = 0; j < m.to(); ++j)
+        BONSAI_CHECK(m.original(j) || (j >= m.from() && m.fill(j) == Fill::fresh), "grow: MSG's "
+                     "masks need the ", what, " map to keep its units in place and append fresh "
+                     "ones (WidthMap::appended), but unit ", j, " is ", to_string(m.fill(j)),
+                     m.fill(j) == Fill::copy ? " of unit " + std::to_string(m.source(j)) : "");
+    };
+    appended(residual, "residual");
+    appended(heads, "head");
+    appended(ffn, "FFN");
+    for (index_t l = 0; l < depth.to(); ++l)
+      BONSAI_CHECK(depth[l].init == LayerInit::copy, "grow: MSG's new layers are masked copies, "
+                   "but layer ", l, " is ", to_string(depth[l].init));
+  }
   BONSAI_CHECK(!heads.has(Fill::avg) && !ffn.has(Fill::avg) && !rank.has(Fill::avg),
                "grow: avg fill is for the residual stream only (it does not pass attention or "
                "the FFN's nonlinearity)");

@@ -8,6 +8,8 @@
 //   aki          bert2BERT's advanced knowledge initialisation (new units from layer l + 1)
 //   lemon        LEMON: tiled maps with avg (LayerNorm) or zero (RMSNorm) residual fill, sqrt(s)
 //                norm gains, eps * s, noisy split, identity layers (zero_out or cancel)
+//   msg          MSG: fresh units appended and new layers stacked on top, all masked; the
+//                trainer ramps the masks from 0 to 1 (nn/growth_mask.hpp)
 #pragma once
 
 #include <string>
@@ -17,7 +19,7 @@
 
 namespace bonsai {
 
-enum class GrowthMethod { net2net, stackbert, interpolate, mslt, fpi, aki, lemon };
+enum class GrowthMethod { net2net, stackbert, interpolate, mslt, fpi, aki, lemon, msg };
 
 inline const char* to_string(GrowthMethod m) {
   switch (m) {
@@ -28,6 +30,7 @@ inline const char* to_string(GrowthMethod m) {
     case GrowthMethod::fpi: return "fpi";
     case GrowthMethod::aki: return "aki";
     case GrowthMethod::lemon: return "lemon";
+    case GrowthMethod::msg: return "msg";
   }
   return "?";
 }
@@ -36,7 +39,7 @@ inline GrowthMethod parse_growth_method(std::string_view s) {
   return detail::parse_kind(s, "growth method",
                             {GrowthMethod::net2net, GrowthMethod::stackbert, GrowthMethod::interpolate,
                              GrowthMethod::mslt, GrowthMethod::fpi, GrowthMethod::aki,
-                             GrowthMethod::lemon});
+                             GrowthMethod::lemon, GrowthMethod::msg});
 }
 
 /// The size a model grows to; 0 keeps a dimension. n_head counts query heads; head_dim is
@@ -114,16 +117,16 @@ inline GrowthPlan make_preset(GrowthMethod method, const GptConfig& from, const 
     case GrowthMethod::net2net:
       return random_maps(opt, DepthMap::insert_identity(from.n_layer, t.l, LayerInit::zero_out, first));
     case GrowthMethod::fpi:
-      return random_maps(opt, DepthMap::stack(from.n_layer, t.l));
+      return random_maps(opt, DepthMap::stack(from.n_layer, t.l, first));
     case GrowthMethod::aki:
       opt.aki = true;
-      return random_maps(opt, DepthMap::stack(from.n_layer, t.l));
+      return random_maps(opt, DepthMap::stack(from.n_layer, t.l, first));
     case GrowthMethod::stackbert:
     case GrowthMethod::interpolate:
     case GrowthMethod::mslt: {
       width_only(to_string(method));
       DepthMap depth = method == GrowthMethod::interpolate ? DepthMap::interpolate(from.n_layer, t.l)
-                                                           : DepthMap::stack(from.n_layer, t.l);
+                                                           : DepthMap::stack(from.n_layer, t.l, first);
       GrowthPlan p = make_growth_plan(from, WidthMap::identity(from.d_model),
                                       WidthMap::identity(from.kv_heads()),
                                       WidthMap::identity(from.ffn_width()), std::move(depth), opt,
@@ -140,6 +143,13 @@ inline GrowthPlan make_preset(GrowthMethod method, const GptConfig& from, const 
                               DepthMap::insert_identity(from.n_layer, t.l, o.new_layers, first), opt,
                               detail::rank_map(from, t.r));
     }
+    case GrowthMethod::msg:
+      opt.masked = true;
+      return make_growth_plan(from, WidthMap::appended(from.d_model, t.d, Fill::fresh),
+                              WidthMap::appended(from.kv_heads(), t.groups, Fill::fresh),
+                              WidthMap::appended(from.ffn_width(), t.f, Fill::fresh),
+                              DepthMap::stack(from.n_layer, t.l, first), opt,
+                              detail::rank_map(from, t.r));
   }
   detail::fail("grow: unknown growth method");
 }

@@ -4,6 +4,7 @@
 //   o_h = softmax(q_h k_g^T / sqrt(hd) + causal mask) v_g,  g = h / (n_head / n_kv_head),
 //   y = o Wproj^T + b_proj       (N, d).
 // Parameters "<prefix>qkv.weight" (A + 2KV, d), "qkv.bias", "proj.weight" (d, A), "proj.bias".
+// An optional growth mask (A + 2KV) scales the q, k, v columns (nn/growth_mask.hpp).
 #pragma once
 
 #include <string>
@@ -15,6 +16,7 @@
 #include "../structured/init.hpp"
 #include "arena.hpp"
 #include "config.hpp"
+#include "growth_mask.hpp"
 
 namespace bonsai {
 
@@ -28,6 +30,7 @@ class Attention {
     Workspace<T> probs;  // softmax probabilities, saved for backward
     Workspace<T> dqkv, dout;
     cpu::AttentionShape shape{};
+    const T* mask = nullptr;  // (A + 2KV) or null, the forward's q, k, v mask
   };
 
   Attention(const GptConfig& c)
@@ -49,9 +52,11 @@ class Attention {
     init_normal(arena.bind_values(m_proj, m_proj_off), rng, proj_std);
   }
 
-  /// y (B*T, d) = attention(x (B*T, d)) over `batch` sequences of length `seq`.
+  /// y (B*T, d) = attention(x (B*T, d)) over `batch` sequences of length `seq`; `mask`
+  /// (A + 2KV) or null scales q, k and v.
   void forward(ParamArena<T>& arena, Context& ctx, const MatrixView<const T, Host>& x,
-               const MatrixView<T, Host>& y, index_t batch, index_t seq) const {
+               const MatrixView<T, Host>& y, index_t batch, index_t seq,
+               const T* mask = nullptr) const {
     const index_t n = x.rows();
     BONSAI_CHECK(n == batch * seq, "Attention: x has ", n, " rows but batch ", batch, " x seq ",
                  seq, " = ", batch * seq);
@@ -59,6 +64,8 @@ class Attention {
     const auto qkv = ctx.qkv.matrix(n, m_qkv.out_features());  // (N, A + 2KV)
     bonsai::forward(arena.bind_values(m_qkv, m_qkv_off), x, qkv, ctx.qkv_ctx,
                     epilogue::Bias<T>{vec(arena.values(), m_qkv_bias, m_qkv.out_features())});
+    ctx.mask = mask;
+    if (mask) detail::mask_columns(qkv, mask);
     if (m_rope) cpu::rope_forward(qkv, ctx.shape, m_table, index_t(0));
     const auto out = ctx.out.matrix(n, m_proj.in_features());  // (N, A)
     cpu::attention_forward(ctx.shape, MatrixView<const T, Host>(qkv), out, ctx.probs);
@@ -80,6 +87,7 @@ class Attention {
     cpu::attention_backward(ctx.shape, MatrixView<const T, Host>(qkv), ctx.probs,
                             MatrixView<const T, Host>(dout), dqkv);
     if (m_rope) cpu::rope_backward(dqkv, ctx.shape, m_table, index_t(0));
+    if (ctx.mask) detail::mask_columns(dqkv, ctx.mask);
     bonsai::backward(arena.bind_values(m_qkv, m_qkv_off), ctx.qkv_ctx,
                      MatrixView<const T, Host>(dqkv), dx, arena.bind_grads(m_qkv, m_qkv_off),
                      epilogue::Bias<T>{vec(arena.values(), m_qkv_bias, m_qkv.out_features()),
@@ -90,11 +98,12 @@ class Attention {
   /// to the keys and values in `cache` (which grows by n). Nothing is saved for backward.
   void decode(ParamArena<T>& arena, Context& ctx, const MatrixView<const T, Host>& x,
               const MatrixView<T, Host>& y, index_t batch, index_t n, index_t pos,
-              cpu::KvCache<T>& cache) const {
+              cpu::KvCache<T>& cache, const T* mask = nullptr) const {
     const cpu::AttentionShape shape{batch, n, m_heads, m_kv_heads, m_head_dim};
     const auto qkv = ctx.qkv.matrix(x.rows(), m_qkv.out_features());  // (B*n, A + 2KV)
     bonsai::forward(arena.bind_values(m_qkv, m_qkv_off), x, qkv, ctx.qkv_ctx,
                     epilogue::Bias<T>{vec(arena.values(), m_qkv_bias, m_qkv.out_features())});
+    if (mask) detail::mask_columns(qkv, mask);
     if (m_rope) cpu::rope_forward(qkv, shape, m_table, pos);
     const auto out = ctx.out.matrix(x.rows(), m_proj.in_features());  // (B*n, A)
     cpu::attention_decode(shape, MatrixView<const T, Host>(qkv), pos, cache, out);

@@ -1,7 +1,8 @@
 // bonsai/nn/block.hpp — Block<Up, Down>: one pre-norm transformer layer on the residual stream,
 //   r = x + Attention(Norm_1(x)),   y = r + Mlp<Up, Down>(Norm_2(r)),
 // with parameters "<prefix>ln_1.*", "attn.*", "ln_2.*", "mlp.*". Backward runs on the residual
-// gradient in place: given dL/dy it leaves dL/dx in the same buffer.
+// gradient in place: given dL/dy it leaves dL/dx in the same buffer. A BlockMask (MSG's growth
+// masks, nn/growth_mask.hpp) scales the norms, q/k/v, the FFN units and both branch outputs.
 #pragma once
 
 #include <string>
@@ -23,6 +24,8 @@ class Block {
     typename Attention<T>::Context attn;
     typename MlpType::Context mlp;
     Workspace<T> a, r, m, tmp;  // (N, d): Norm_1(x), the mid residual, Norm_2(r), a branch
+    Workspace<T> dbranch;       // (N, d): d(branch) = c dres under a branch mask
+    BlockMask<T> mask;          // the forward's masks
   };
 
   Block(const GptConfig& c, const MlpType& mlp)
@@ -42,42 +45,46 @@ class Block {
     m_mlp.init(arena, rng, stddev, proj_std);
   }
 
-  /// y = block(x): x, y (B*T, d); x must stay unchanged until backward.
+  /// y = block(x): x, y (B*T, d); x must stay unchanged until backward. The mask's vectors
+  /// must stay unchanged until backward too.
   void forward(ParamArena<T>& arena, Context& ctx, const MatrixView<const T, Host>& x,
-               const MatrixView<T, Host>& y, index_t batch, index_t seq) const {
+               const MatrixView<T, Host>& y, index_t batch, index_t seq,
+               const BlockMask<T>& mask = {}) const {
     const index_t n = x.rows(), d = x.cols();
     const auto a = ctx.a.matrix(n, d), r = ctx.r.matrix(n, d), m = ctx.m.matrix(n, d);
     const auto branch = ctx.tmp.matrix(n, d);  // (N, d)
-    m_ln_1.forward(arena, ctx.ln_1, x, a);
-    m_attn.forward(arena, ctx.attn, MatrixView<const T, Host>(a), branch, batch, seq);
-    as_eigen(r) = as_eigen(x) + as_eigen(branch);
-    m_ln_2.forward(arena, ctx.ln_2, MatrixView<const T, Host>(r), m);
-    m_mlp.forward(arena, ctx.mlp, MatrixView<const T, Host>(m), branch);
-    as_eigen(y) = as_eigen(r) + as_eigen(branch);
+    ctx.mask = mask;
+    m_ln_1.forward(arena, ctx.ln_1, x, a, mask.residual);
+    m_attn.forward(arena, ctx.attn, MatrixView<const T, Host>(a), branch, batch, seq, mask.qkv);
+    add_branch(x, branch, r, mask.branch);
+    m_ln_2.forward(arena, ctx.ln_2, MatrixView<const T, Host>(r), m, mask.residual);
+    m_mlp.forward(arena, ctx.mlp, MatrixView<const T, Host>(m), branch, mask.ffn);
+    add_branch(MatrixView<const T, Host>(r), branch, y, mask.branch);
   }
 
   /// Decoding step: y = block(x) for n new tokens per sequence at positions [pos, pos + n).
   void decode(ParamArena<T>& arena, Context& ctx, const MatrixView<const T, Host>& x,
               const MatrixView<T, Host>& y, index_t batch, index_t n, index_t pos,
-              cpu::KvCache<T>& cache) const {
+              cpu::KvCache<T>& cache, const BlockMask<T>& mask = {}) const {
     const index_t rows = x.rows(), d = x.cols();
     const auto a = ctx.a.matrix(rows, d), r = ctx.r.matrix(rows, d), m = ctx.m.matrix(rows, d);
     const auto branch = ctx.tmp.matrix(rows, d);  // (B*n, d)
-    m_ln_1.forward(arena, ctx.ln_1, x, a);
-    m_attn.decode(arena, ctx.attn, MatrixView<const T, Host>(a), branch, batch, n, pos, cache);
-    as_eigen(r) = as_eigen(x) + as_eigen(branch);
-    m_ln_2.forward(arena, ctx.ln_2, MatrixView<const T, Host>(r), m);
-    m_mlp.forward(arena, ctx.mlp, MatrixView<const T, Host>(m), branch);
-    as_eigen(y) = as_eigen(r) + as_eigen(branch);
+    m_ln_1.forward(arena, ctx.ln_1, x, a, mask.residual);
+    m_attn.decode(arena, ctx.attn, MatrixView<const T, Host>(a), branch, batch, n, pos, cache,
+                  mask.qkv);
+    add_branch(x, branch, r, mask.branch);
+    m_ln_2.forward(arena, ctx.ln_2, MatrixView<const T, Host>(r), m, mask.residual);
+    m_mlp.forward(arena, ctx.mlp, MatrixView<const T, Host>(m), branch, mask.ffn);
+    add_branch(MatrixView<const T, Host>(r), branch, y, mask.branch);
   }
 
   /// dres (B*T, d): dL/dy on entry, dL/dx on return; parameter gradients +=.
   void backward(ParamArena<T>& arena, Context& ctx, const MatrixView<T, Host>& dres) const {
     const index_t n = dres.rows(), d = dres.cols();
     const auto branch = ctx.tmp.matrix(n, d);  // (N, d)
-    m_mlp.backward(arena, ctx.mlp, MatrixView<const T, Host>(dres), branch);
+    m_mlp.backward(arena, ctx.mlp, branch_grad(ctx, dres), branch);
     m_ln_2.backward(arena, ctx.ln_2, MatrixView<const T, Host>(branch), dres, /*accumulate=*/true);
-    m_attn.backward(arena, ctx.attn, MatrixView<const T, Host>(dres), branch);
+    m_attn.backward(arena, ctx.attn, branch_grad(ctx, dres), branch);
     m_ln_1.backward(arena, ctx.ln_1, MatrixView<const T, Host>(branch), dres, /*accumulate=*/true);
   }
 
@@ -89,6 +96,21 @@ class Block {
   const Attention<T>& attention() const noexcept { return m_attn; }
 
  private:
+  /// y = x + c branch (c null: 1).
+  static void add_branch(const MatrixView<const T, Host>& x, const MatrixView<T, Host>& branch,
+                         const MatrixView<T, Host>& y, const T* c) {
+    if (c) detail::mask_columns(branch, c);
+    as_eigen(y) = as_eigen(x) + as_eigen(branch);
+  }
+  /// d(branch) = c dres (dres itself without a branch mask).
+  static MatrixView<const T, Host> branch_grad(Context& ctx, const MatrixView<T, Host>& dres) {
+    if (!ctx.mask.branch) return MatrixView<const T, Host>(dres);
+    const auto g = ctx.dbranch.matrix(dres.rows(), dres.cols());  // (N, d)
+    as_eigen(g) = as_eigen(dres);
+    detail::mask_columns(g, ctx.mask.branch);
+    return MatrixView<const T, Host>(g);
+  }
+
   Norm<T> m_ln_1, m_ln_2;
   Attention<T> m_attn;
   MlpType m_mlp;

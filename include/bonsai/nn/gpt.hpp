@@ -3,6 +3,7 @@
 // the token table), trained with the mean softmax cross-entropy of next-token targets. Layers
 // use FFN maps Up / Down, except layer 0, which stays dense when config.dense_first_ffn is set.
 // All parameters live in one ParamArena; forward(ctx, ...) saves what backward(ctx) needs.
+// After MSG growth, set_growth_mask masks the new units and layers (nn/growth_mask.hpp).
 #pragma once
 
 #include <cmath>
@@ -41,6 +42,7 @@ class Gpt {
     Workspace<T> logits;  // (N, V), overwritten by d(loss)/d(logits) when training
     Workspace<T> dres;    // (N, d)
     std::vector<std::int32_t> inputs;  // (B, T), kept for the embedding's backward
+    const T* embed_mask = nullptr;     // (d) or null: the residual mask the forward applied
     index_t batch = 0, seq = 0;
     bool has_grad = false;
   };
@@ -136,15 +138,17 @@ class Gpt {
     ctx.res.resize(2);
     auto x = ctx.res[0].matrix(rows, d), y = ctx.res[1].matrix(rows, d);  // (B*n, d)
     m_embed.forward(m_arena, tokens, batch, n, pos, x);
+    if (!m_mask_res.empty()) detail::mask_columns(x, m_mask_res.data());
     index_t l = 0;
     if (m_first) {
-      m_first->decode(m_arena, *ctx.first, MatrixView<const T, Host>(x), y, batch, n, pos, st.caches[0]);
+      m_first->decode(m_arena, *ctx.first, MatrixView<const T, Host>(x), y, batch, n, pos,
+                      st.caches[0], block_mask(0));
       std::swap(x, y);
       l = 1;
     }
     for (std::size_t i = 0; i < m_blocks.size(); ++i, ++l) {
       m_blocks[i].decode(m_arena, ctx.blocks[i], MatrixView<const T, Host>(x), y, batch, n, pos,
-                         st.caches[l]);
+                         st.caches[l], block_mask(l));
       std::swap(x, y);
     }
     st.length = pos + n;
@@ -153,7 +157,7 @@ class Gpt {
     for (index_t b = 0; b < batch; ++b)
       std::copy_n(x.data() + (b * n + n - 1) * d, d, last.data() + b * d);
     const auto xf = ctx.xf.matrix(batch, d);
-    m_ln_f.forward(m_arena, ctx.ln_f, MatrixView<const T, Host>(last), xf);
+    m_ln_f.forward(m_arena, ctx.ln_f, MatrixView<const T, Host>(last), xf, residual_mask());
     const auto logits = ctx.logits.matrix(batch, m_config.vocab_size);  // (B, V)
     cpu::gemm(T(1), MatrixView<const T, Host>(xf), cpu::Op::N,
               MatrixView<const T, Host>(m_embed.wte(m_arena)), cpu::Op::T, T(0), logits);
@@ -174,6 +178,7 @@ class Gpt {
       m_blocks[i].backward(m_arena, ctx.blocks[i], dres);
     if (m_frozen > 0) return;  // the frozen layers and embeddings need no gradient
     if (m_first) m_first->backward(m_arena, *ctx.first, dres);
+    if (ctx.embed_mask) detail::mask_columns(dres, ctx.embed_mask);
     m_embed.backward(m_arena, ctx.inputs.data(), ctx.batch, ctx.seq, MatrixView<const T, Host>(dres));
   }
 
@@ -193,6 +198,51 @@ class Gpt {
     const auto layer = split_layer_param_name(s.name);
     return layer ? layer->layer < m_frozen : !s.name.starts_with("ln_f.");
   }
+
+  /// MSG: masks the new units and layers of a grown model (nn/growth_mask.hpp) with
+  /// mask.value until the next call or clear_growth_mask(); throws when a vector does not match
+  /// the model. Call between a backward and the next forward.
+  void set_growth_mask(GrowthMask mask) {
+    const index_t d = m_config.d_model, kv = m_config.kv_heads(), f = m_config.ffn_width();
+    auto check = [](const std::vector<bool>& v, index_t n, const char* what) {
+      BONSAI_CHECK(v.empty() || index_t(v.size()) == n, "Gpt::set_growth_mask: the ", what,
+                   " mask has ", v.size(), " entries but the model has ", n);
+    };
+    check(mask.residual, d, "residual");
+    check(mask.heads, kv, "head-group");
+    check(mask.ffn, f, "FFN");
+    check(mask.layers, m_config.n_layer, "layer");
+    BONSAI_CHECK(mask.value >= 0.0 && mask.value <= 1.0, "Gpt::set_growth_mask: the mask value ",
+                 mask.value, " is outside [0, 1]");
+    clear_growth_mask();
+    if (!mask.masks_anything()) return;
+    const T m = T(mask.value);
+    auto fill = [m](std::vector<T>& out, const std::vector<bool>& is_new, index_t unit) {
+      if (!GrowthMask::any(is_new)) return;
+      for (bool x : is_new) out.insert(out.end(), std::size_t(unit), x ? m : T(1));
+    };
+    fill(m_mask_res, mask.residual, 1);
+    fill(m_mask_ffn, mask.ffn, 1);
+    if (GrowthMask::any(mask.heads)) {
+      const index_t hd = m_config.head_dim(), group = m_config.n_head / kv;
+      fill(m_mask_qkv, mask.heads, group * hd);  // q: the group's query heads side by side
+      fill(m_mask_qkv, mask.heads, hd);          // k
+      fill(m_mask_qkv, mask.heads, hd);          // v
+    }
+    if (GrowthMask::any(mask.layers)) {
+      m_mask_new.assign(std::size_t(d), m);
+      for (index_t j = 0; j < index_t(m_mask_res.size()); ++j) m_mask_new[std::size_t(j)] *= m_mask_res[std::size_t(j)];
+    }
+    m_mask = std::move(mask);
+  }
+  void clear_growth_mask() {
+    m_mask.reset();
+    m_mask_res.clear();
+    m_mask_new.clear();
+    m_mask_qkv.clear();
+    m_mask_ffn.clear();
+  }
+  const std::optional<GrowthMask>& growth_mask() const noexcept { return m_mask; }
 
   /// The logits (N, V) of the last forward (before a training forward turned them into
   /// gradients).
@@ -248,17 +298,29 @@ class Gpt {
     ctx.blocks.resize(m_blocks.size());
     ctx.res.resize(layers + 1);
     m_embed.forward(m_arena, b.inputs, b.batch, b.seq, 0, ctx.res[0].matrix(n, d));
+    ctx.embed_mask = residual_mask();
+    if (ctx.embed_mask) detail::mask_columns(ctx.res[0].matrix(n, d), ctx.embed_mask);
     index_t l = 0;
     if (m_first) {
       m_first->forward(m_arena, *ctx.first, MatrixView<const T, Host>(ctx.res[0].matrix(n, d)),
-                       ctx.res[1].matrix(n, d), b.batch, b.seq);
+                       ctx.res[1].matrix(n, d), b.batch, b.seq, block_mask(0));
       l = 1;
     }
     for (std::size_t i = 0; i < m_blocks.size(); ++i, ++l)
       m_blocks[i].forward(m_arena, ctx.blocks[i], MatrixView<const T, Host>(ctx.res[l].matrix(n, d)),
-                          ctx.res[l + 1].matrix(n, d), b.batch, b.seq);
+                          ctx.res[l + 1].matrix(n, d), b.batch, b.seq, block_mask(l));
     m_ln_f.forward(m_arena, ctx.ln_f, MatrixView<const T, Host>(ctx.res[layers].matrix(n, d)),
-                   ctx.xf.matrix(n, d));
+                   ctx.xf.matrix(n, d), residual_mask());
+  }
+
+  static const T* data_or_null(const std::vector<T>& v) { return v.empty() ? nullptr : v.data(); }
+  const T* residual_mask() const { return data_or_null(m_mask_res); }
+  /// The masks of layer l (none without a growth mask).
+  BlockMask<T> block_mask(index_t l) const {
+    if (!m_mask) return {};
+    const bool is_new = !m_mask->layers.empty() && m_mask->layers[std::size_t(l)];
+    return {residual_mask(), is_new ? m_mask_new.data() : residual_mask(), data_or_null(m_mask_qkv),
+            data_or_null(m_mask_ffn)};
   }
 
   GptConfig m_config;
@@ -268,6 +330,11 @@ class Gpt {
   std::vector<FfnBlock> m_blocks;
   Norm<T> m_ln_f;
   index_t m_frozen = 0;  // bottom layers (with the embeddings) that backward skips
+  std::optional<GrowthMask> m_mask;  // MSG's masks, while a growth ramps in
+  std::vector<T> m_mask_res;         // (d): c_D, or empty
+  std::vector<T> m_mask_new;         // (d): m c_D, the branch mask of new layers, or empty
+  std::vector<T> m_mask_qkv;         // (A + 2KV), or empty
+  std::vector<T> m_mask_ffn;         // (F), or empty
 };
 
 }  // namespace bonsai

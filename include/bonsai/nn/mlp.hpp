@@ -3,6 +3,8 @@
 //   swiglu:  y = down(silu(gate(x) + b_gate) * (up(x) + b_up)) + b_down,  silu(u) = u sigmoid(u)
 // Up (d -> F, also the gate's type) and Down (F -> d) are any structured maps; their parameters
 // live in the arena as "<prefix>up.<name>", "<prefix>up.bias", "<prefix>gate.*", "<prefix>down.*".
+// An optional growth mask c (F) scales the activation's input: gelu(c (up(x) + b_up)), or
+// silu(c (gate(x) + b_gate)) (nn/growth_mask.hpp).
 #pragma once
 
 #include <cmath>
@@ -12,6 +14,7 @@
 #include "arena.hpp"
 #include "config.hpp"
 #include "ffn_structure.hpp"
+#include "growth_mask.hpp"
 
 namespace bonsai {
 
@@ -30,6 +33,7 @@ class Mlp {
     bonsai::Context<Down, Host> down;
     Workspace<T> u, g, h;  // (N, F): up(x) + b, gate(x) + b (swiglu), the activation
     Workspace<T> dh, du, dg, dx2;  // gradients: (N, F) x 3, (N, d)
+    const T* mask = nullptr;       // (F) or null, the forward's mask
   };
 
   Mlp(const Up& up, const Down& down, ActKind act) : m_up(up), m_gate(up), m_down(down), m_act(act) {
@@ -58,12 +62,19 @@ class Mlp {
     init_ffn_map(arena.bind_values(m_down, m_down_off), rng, down_std);
   }
 
-  /// y = mlp(x): x, y (N, d).
+  /// y = mlp(x): x, y (N, d); `mask` (F) or null, kept for backward.
   void forward(ParamArena<T>& arena, Context& ctx, const MatrixView<const T, Host>& x,
-               const MatrixView<T, Host>& y) const {
+               const MatrixView<T, Host>& y, const T* mask = nullptr) const {
     const index_t n = x.rows(), f = hidden();
     const auto h = ctx.h.matrix(n, f);  // (N, F)
-    if (m_act == ActKind::gelu) {
+    ctx.mask = mask;
+    if (m_act == ActKind::gelu && mask) {  // unfused: u = c (up(x) + b) is kept for backward
+      const auto u = ctx.u.matrix(n, f);  // (N, F)
+      bonsai::forward(arena.bind_values(m_up, m_up_off), x, u, ctx.up,
+                      epilogue::Bias<T>{bias(arena, m_up_bias, f)});
+      detail::mask_columns(u, mask);
+      parallel_for(n * f, [&](index_t i) { h.data()[i] = epilogue::gelu(u.data()[i]); });
+    } else if (m_act == ActKind::gelu) {
       bonsai::forward(arena.bind_values(m_up, m_up_off), x, h, ctx.up,
                       epilogue::BiasGelu<T>{bias(arena, m_up_bias, f)});
     } else {
@@ -72,6 +83,7 @@ class Mlp {
                       epilogue::Bias<T>{bias(arena, m_up_bias, f)});
       bonsai::forward(arena.bind_values(m_gate, m_gate_off), x, g, ctx.gate,
                       epilogue::Bias<T>{bias(arena, m_gate_bias, f)});
+      if (mask) detail::mask_columns(g, mask);
       parallel_for(n * f, [&](index_t i) {
         const T a = g.data()[i];
         h.data()[i] = a / (T(1) + std::exp(-a)) * u.data()[i];
@@ -90,6 +102,17 @@ class Mlp {
                      arena.bind_grads(m_down, m_down_off),
                      epilogue::Bias<T>{bias(arena, m_down_bias, width()),
                                        dbias(arena, m_down_bias, width())});
+    if (m_act == ActKind::gelu && ctx.mask) {
+      const auto u = ctx.u.matrix(n, f), du = ctx.du.matrix(n, f);  // (N, F)
+      parallel_for(n * f, [&](index_t i) {
+        du.data()[i] = dh.data()[i] * epilogue::gelu_grad(u.data()[i]);
+      });
+      detail::mask_columns(du, ctx.mask);
+      bonsai::backward(arena.bind_values(m_up, m_up_off), ctx.up, MatrixView<const T, Host>(du),
+                       dx, arena.bind_grads(m_up, m_up_off),
+                       epilogue::Bias<T>{bias(arena, m_up_bias, f), dbias(arena, m_up_bias, f)});
+      return;
+    }
     if (m_act == ActKind::gelu) {
       bonsai::backward(arena.bind_values(m_up, m_up_off), ctx.up, MatrixView<const T, Host>(dh),
                        dx, arena.bind_grads(m_up, m_up_off),
@@ -103,6 +126,7 @@ class Mlp {
       du.data()[i] = d * a * s;
       dg.data()[i] = d * u.data()[i] * s * (T(1) + a * (T(1) - s));
     });
+    if (ctx.mask) detail::mask_columns(dg, ctx.mask);
     bonsai::backward(arena.bind_values(m_up, m_up_off), ctx.up, MatrixView<const T, Host>(du), dx,
                      arena.bind_grads(m_up, m_up_off),
                      epilogue::Bias<T>{bias(arena, m_up_bias, f), dbias(arena, m_up_bias, f)});

@@ -1,6 +1,7 @@
 // bonsai/nn/norm.hpp — Norm<T>: the per-token normalisation of a block, LayerNorm
 // (x - mean) * rstd * w + b or RMSNorm x * rstd * w, chosen per model (GptConfig::norm).
 // Parameters "<prefix>weight" (C), initialised to 1, and "<prefix>bias" (C, LayerNorm only), 0.
+// An optional growth mask c (C) weights the statistics and scales the output (nn/growth_mask.hpp).
 #pragma once
 
 #include <string>
@@ -16,6 +17,7 @@ class Norm {
  public:
   struct Context {
     MatrixView<const T, Host> x;  // (N, C), the caller's input, kept for backward
+    const T* mask = nullptr;      // (C) or null, the forward's mask
     cpu::NormState<T> state;
   };
 
@@ -32,15 +34,16 @@ class Norm {
     if (m_kind == NormKind::layernorm) std::fill_n(arena.values() + m_b, m_width, T(0));
   }
 
-  /// y = norm(x): x, y (N, C).
+  /// y = norm(x): x, y (N, C); `mask` (C) or null, kept for backward.
   void forward(ParamArena<T>& arena, Context& ctx, const MatrixView<const T, Host>& x,
-               const MatrixView<T, Host>& y) const {
+               const MatrixView<T, Host>& y, const T* mask = nullptr) const {
     ctx.x = x;
+    ctx.mask = mask;
     const T* w = arena.values() + m_w;
     if (m_kind == NormKind::layernorm)
-      cpu::layernorm_forward(x, w, arena.values() + m_b, y, m_eps, ctx.state);
+      cpu::layernorm_forward(x, w, arena.values() + m_b, y, m_eps, ctx.state, mask);
     else
-      cpu::rmsnorm_forward(x, w, y, m_eps, ctx.state);
+      cpu::rmsnorm_forward(x, w, y, m_eps, ctx.state, mask);
   }
 
   /// dx += (or =) dL/dx from dy (N, C); parameter gradients +=.
@@ -49,9 +52,10 @@ class Norm {
     const T* w = arena.values() + m_w;
     T* dw = arena.grads() + m_w;
     if (m_kind == NormKind::layernorm)
-      cpu::layernorm_backward(dy, ctx.x, w, dx, dw, arena.grads() + m_b, accumulate, ctx.state);
+      cpu::layernorm_backward(dy, ctx.x, w, dx, dw, arena.grads() + m_b, accumulate, ctx.state,
+                              ctx.mask);
     else
-      cpu::rmsnorm_backward(dy, ctx.x, w, dx, dw, accumulate, ctx.state);
+      cpu::rmsnorm_backward(dy, ctx.x, w, dx, dw, accumulate, ctx.state, ctx.mask);
   }
 
   index_t width() const noexcept { return m_width; }

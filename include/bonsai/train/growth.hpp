@@ -97,6 +97,37 @@ inline std::vector<GrowthPlan> plan_growth(const GptConfig& start, const std::ve
   return plans;
 }
 
+/// MSG's mask ramps: for each masked stage (GrowthOptions::masked), the number of steps over
+/// which its masks rise from 0 to 1: `steps`, or half the way to the next stage (or the end)
+/// when `steps` is 0; 0 for the other stages. Only one growth may ramp at a time, so a ramp
+/// must end by the next stage; throws otherwise, before any training.
+inline std::vector<index_t> mask_ramps(const std::vector<GrowthStage>& stages,
+                                       const std::vector<GrowthPlan>& plans, index_t total_steps,
+                                       index_t steps) {
+  BONSAI_CHECK(stages.size() == plans.size(), "mask_ramps: ", stages.size(), " stages but ",
+               plans.size(), " plans");
+  BONSAI_CHECK(steps >= 0, "--msg-steps must not be negative");
+  std::vector<index_t> ramps(stages.size(), 0);
+  for (std::size_t k = 0; k < stages.size(); ++k) {
+    if (!plans[k].options.masked) continue;
+    const index_t next = k + 1 < stages.size() ? stages[k + 1].at : total_steps;
+    ramps[k] = steps > 0 ? steps : std::max<index_t>(1, (next - stages[k].at) / 2);
+    BONSAI_CHECK(stages[k].at + ramps[k] <= next, "--grow: the MSG growth at step ", stages[k].at,
+                 " ramps its masks over ", ramps[k], " steps, past ",
+                 k + 1 < stages.size() ? "the next growth at step " : "the end of the run at step ",
+                 next, " (one growth ramps at a time; lower --msg-steps)");
+  }
+  return ramps;
+}
+
+/// The mask value at `step` of a growth at step `at` that ramps over `ramp` steps: the step at
+/// `at` trains with 0, and every optimizer step adds 1 / ramp, so step at + k trains with
+/// k / ramp, up to 1.
+inline double mask_value(index_t step, index_t at, index_t ramp) {
+  BONSAI_CHECK(ramp > 0, "mask_value: the ramp must last at least one step");
+  return std::clamp(double(step - at) / double(ramp), 0.0, 1.0);
+}
+
 /// The learning rate after growth events.
 ///  keep:   the run's schedule as if nothing happened (StackBERT, sparse upcycling).
 ///  rewind: after each of the first two events at step g, the schedule restarts from its peak:
