@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Model growth in miniature, on the Brown corpus (GPT-2 tokenizer, T = 128, B = 8): the target
+# model, 6 layers x d_model 256 (4 heads of 64, FFN 1024), trained from scratch for N steps
+# (default 400), against runs that train a smaller model for the first quarter of the steps and
+# grow it into the target with each growth preset:
+#   width and depth, from 3 x 128 (2 heads):  net2net, fpi, aki, lemon, msg
+#   depth only, from 3 x 256 (4 heads):       stackbert, interpolate, mslt
+# Every run has the same steps, learning-rate schedule and data order; growth carries the
+# optimizer state of the old slice (--grow-state carry) and keeps the schedule (--grow-lr keep);
+# MSG ramps its masks over 50 steps, MSLT trains only the new layers for 50 steps.
+# Writes runs/grow/results.md (val loss, FLOPs, and the FLOPs each run needed to reach the
+# from-scratch run's final val loss) and runs/grow/loss.png (val loss against training FLOPs).
+#   bash scripts/grow_experiment.sh [N]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+steps=${1:-400}
+at=$((steps / 4))
+
+bash scripts/setup_brown.sh train_gpt
+bin=build/cpu-release/examples
+out=runs/grow
+mkdir -p "$out"
+common=(--train "data/brown/gpt2/train_*.bin" --val "data/brown/gpt2/val_*.bin" --tokenizer data/gpt2
+        --seq-len 128 --batch 8 --steps "$steps" --warmup 20 --lr 1.5e-3 --ffn dense
+        --shuffle --sample-tokens 0 --keep-ckpts 1 --eval-every 25 --eval-batches 16)
+target=d=256,heads=4,layers=6
+growth=(--grow-state carry --grow-lr keep --msg-steps 50 --mslt-steps 50)
+
+run() {
+  local name=$1; shift
+  rm -rf "${out:?}/$name"
+  echo "== $name"
+  "$bin/train_gpt" "${common[@]}" --out "$out/$name" "$@" | tee "$out/$name.log" | grep -v '^step *[0-9]*/'
+}
+run scratch --layers 6 --d-model 256 --heads 4
+for m in net2net fpi aki lemon msg; do
+  run "$m" --layers 3 --d-model 128 --heads 2 --grow "$at:$m:$target,ffn=1024" "${growth[@]}"
+done
+for m in stackbert interpolate mslt; do
+  run "$m" --layers 3 --d-model 256 --heads 4 --grow "$at:$m:layers=6" "${growth[@]}"
+done
+
+names=(scratch net2net fpi aki lemon msg stackbert interpolate mslt)
+python3 scripts/run_table.py --reach "$out/scratch" "${names[@]/#/$out/}" | tee "$out/results.md"
+gnuplot -e "runs='${names[*]/#/$out/}'; labels='${names[*]}'; out='$out/loss.png'; xcol='train_flops'; val_only=1; ymin=6.8; ymax=8.4; title='Brown, growth into 6x256: validation loss against training FLOPs'" \
+  scripts/plot_loss.gp
+echo "table: $out/results.md, plot: $out/loss.png"
