@@ -284,7 +284,7 @@ TEST_CASE("grow: bert2BERT FPI is exact up to the norms, AKI takes new units fro
     CHECK(values(a.arena(), n) == values(f.arena(), n));
 }
 
-TEST_CASE("grow: structured FFNs grow exactly (LowRank in width and rank, BlockDense block-aligned)") {
+TEST_CASE("grow: structured FFNs grow exactly (LowRank and BlockDense in width and rank)") {
   GptConfig lr = gpt2_style();
   lr.ffn = FfnKind::lowrank;
   lr.rank = 3;
@@ -300,9 +300,38 @@ TEST_CASE("grow: structured FFNs grow exactly (LowRank in width and rank, BlockD
   bd.rank = 4;
   bd.blocks = 2;
   bd.n_layer = 3;
-  for (const GptConfig& c : {bd, [&] { GptConfig r = bd; r.norm = NormKind::rmsnorm; return r; }()}) {
-    const GrowthPlan p = make_preset(GrowthMethod::lemon, c, {6, 3, 12, 4});
-    CHECK(grown_difference<BlockDense<double>, BlockDense<double>>(p) <= tol);
+  for (const GptConfig& c : {bd, [&] { GptConfig r = bd; r.norm = NormKind::rmsnorm; return r; }()})
+    for (index_t rank : {4, 6}) {  // rank grows per block: 2 -> 3 units in each
+      CAPTURE(rank);
+      const GrowthPlan p = make_preset(GrowthMethod::lemon, c, {6, 3, 12, 4, rank});
+      CHECK(p.to.rank == rank);
+      CHECK(grown_difference<BlockDense<double>, BlockDense<double>>(p) <= tol);
+    }
+  // The new rank units sit at the end of each block; their rows are fresh and the dense factor
+  // reads them with 0.
+  {
+    const GrowthPlan p = make_preset(GrowthMethod::lemon, bd, {6, 0, 12, 0, 6});
+    CHECK(p.rank.source(2) == -1);
+    CHECK(p.rank.source(3) == 2);
+    CHECK(p.rank.original(3));
+    Gpt<BlockDense<double>, BlockDense<double>> small(bd), big(p.to);
+    randomize(small, 9);
+    grow_parameters(p, small.arena(), big.arena());
+    const auto dense = values(big.arena(), "h.1.mlp.up.1.weight");  // (12 FFN units, 6)
+    for (index_t r = 0; r < 12; ++r) {
+      CHECK(dense[std::size_t(r * 6 + 2)] == 0.0);
+      CHECK(dense[std::size_t(r * 6 + 5)] == 0.0);
+    }
+    CHECK(values(big.arena(), "h.1.mlp.up.0.blocks")[2 * 3 + 0] != 0.0);  // block 0, new row 2
+    // A rank map that copies a unit, or crosses blocks, is rejected.
+    CHECK_THROWS_WITH_AS(make_growth_plan(bd, p.residual, p.heads, p.ffn, p.depth, {},
+                                          WidthMap::tiled(4, 6, Fill::copy, 2)),
+                         doctest::Contains("not copies"), Error);
+    CHECK_THROWS_WITH_AS(make_preset(GrowthMethod::lemon, bd, {0, 0, 0, 0, 6}),
+                         doctest::Contains("rank 6 exceeds min(d_model, FFN width) = min(4, 8)"), Error);
+    CHECK_THROWS_WITH_AS(make_growth_plan(bd, p.residual, p.heads, p.ffn, p.depth, {},
+                                          WidthMap::appended(4, 6, Fill::fresh)),
+                         doctest::Contains("block-aligned"), Error);
   }
   // A map that moves units across blocks cannot be represented.
   const GrowthPlan lemon = make_preset(GrowthMethod::lemon, bd, {8, 0, 0, 0});
@@ -555,7 +584,7 @@ TEST_CASE("grow: MSG plans need appended fresh units and copied layers") {
   masked.masked = true;
   CHECK_THROWS_WITH_AS(make_growth_plan(c, WidthMap::tiled(4, 6, Fill::avg), WidthMap::identity(2),
                                         WidthMap::identity(8), DepthMap::identity(2), masked),
-                       doctest::Contains("append fresh"), Error);
+                       doctest::Contains("add fresh"), Error);
   CHECK_THROWS_WITH_AS(make_growth_plan(c, WidthMap::identity(4), WidthMap::identity(2), WidthMap::identity(8),
                                         DepthMap::insert_identity(2, 3, LayerInit::zero_out), masked),
                        doctest::Contains("masked copies"), Error);

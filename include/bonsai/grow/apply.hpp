@@ -154,11 +154,6 @@ class Grower {
     }
     return c;
   }
-  static std::vector<GrowRow> identity_rows(index_t n) {
-    std::vector<GrowRow> r(static_cast<std::size_t>(n));
-    for (index_t i = 0; i < n; ++i) r[std::size_t(i)] = {GrowRow::copy, i, false};
-    return r;
-  }
   static std::vector<GrowCol> identity_cols(index_t n) {
     std::vector<GrowCol> c(static_cast<std::size_t>(n));
     for (index_t i = 0; i < n; ++i) c[std::size_t(i)] = {GrowCol::copy, i, 1.0, false};
@@ -369,22 +364,29 @@ class Grower {
         return apply(out, s.main, s.alt, rk.from(), out_rows, cols(rk), 0, rng, n_out);
       }
       case FfnKind::blockdense: {
-        const index_t r = m_plan.rank.from(), nb = m_plan.from.blocks;
+        const WidthMap& rk = m_plan.rank;
+        const index_t nb = m_plan.from.blocks;
         if (param == "1.weight") {  // (out, R) dense, applied second
-          check_shape(t, {out_map.to(), r});
+          check_shape(t, {out_map.to(), rk.to()});
           if (zero_out) return;
-          return apply(out, s.main, s.alt, r, out_rows, identity_cols(r), 0, rng, n_out);
+          return apply(out, s.main, s.alt, rk.from(), out_rows, cols(rk), 0, rng, n_out);
         }
         BONSAI_CHECK(param == "0.blocks", "grow: no rule for '", t.name, "'");
-        const index_t bi = n_in / nb, bi2 = in.to() / nb, br = r / nb;
-        check_shape(t, {nb, br, bi2});  // (B, R/B, in/B): block b reads inputs [b in/B, ...)
+        // (B, R/B, in/B): block b maps inputs [b in/B, ...) to rank units [b R/B, ...); the
+        // maps are block-aligned, so each block grows on its own.
+        const index_t bi = n_in / nb, bi2 = in.to() / nb, br = rk.from() / nb, br2 = rk.to() / nb;
+        check_shape(t, {nb, br2, bi2});
         const std::vector<GrowCol> all = cols(in, factor, in_aki, masked());
+        const std::vector<GrowRow> all_rows = rows(rk);
         for (index_t blk = 0; blk < nb; ++blk) {
           std::vector<GrowCol> local(all.begin() + blk * bi2, all.begin() + (blk + 1) * bi2);
           for (GrowCol& c : local)
             if (c.kind == GrowCol::copy) c.src -= blk * bi;
-          apply(out + blk * br * bi2, s.main + blk * br * bi, s.alt + blk * br * bi, bi,
-                identity_rows(br), local, noise, rng, br);
+          std::vector<GrowRow> local_rows(all_rows.begin() + blk * br2, all_rows.begin() + (blk + 1) * br2);
+          for (GrowRow& r : local_rows)
+            if (r.kind == GrowRow::copy) r.src -= blk * br;
+          apply(out + blk * br2 * bi2, s.main + blk * br * bi, s.alt + blk * br * bi, bi, local_rows,
+                local, noise, rng, br);
         }
         return;
       }

@@ -98,7 +98,7 @@ inline void check_structured_map(const char* what, const WidthMap& m, index_t bl
     BONSAI_CHECK(m.source(j) < 0 || m.source(j) / n == j / n2, "grow: the ", what,
                  " map sends unit ", m.source(j), " (block ", m.source(j) / n, ") to unit ", j,
                  " (block ", j / n2, "); block-diagonal FFNs need block-aligned maps (WidthMap::tiled "
-                 "with blocks = ", blocks, ")");
+                 "or WidthMap::appended with blocks = ", blocks, ")");
 }
 
 }  // namespace detail
@@ -126,9 +126,9 @@ inline GrowthPlan make_growth_plan(const GptConfig& from, WidthMap residual, Wid
   if (options.masked) {
     auto appended = [](const WidthMap& m, const char* what) {
       for (index_t j = 0; j < m.to(); ++j)
-        BONSAI_CHECK(m.original(j) || (j >= m.from() && m.fill(j) == Fill::fresh), "grow: MSG's "
-                     "masks need the ", what, " map to keep its units in place and append fresh "
-                     "ones (WidthMap::appended), but unit ", j, " is ", to_string(m.fill(j)),
+        BONSAI_CHECK(m.original(j) || m.fill(j) == Fill::fresh, "grow: MSG's masks need the ",
+                     what, " map to keep its units and add fresh ones (WidthMap::appended), but "
+                     "unit ", j, " is ", to_string(m.fill(j)),
                      m.fill(j) == Fill::copy ? " of unit " + std::to_string(m.source(j)) : "");
     };
     appended(residual, "residual");
@@ -177,16 +177,17 @@ inline GrowthPlan make_growth_plan(const GptConfig& from, WidthMap residual, Wid
   if (from.ffn == FfnKind::blockdense) {
     detail::check_structured_map("residual", p.residual, from.blocks);
     detail::check_structured_map("FFN", p.ffn, from.blocks);
-    BONSAI_CHECK(p.rank.is_identity(), "grow: BlockDense FFNs keep their rank ", from.rank);
+    detail::check_structured_map("rank", p.rank, from.blocks);
   }
   BONSAI_CHECK(from.ffn != FfnKind::blockshuffle,
                "grow: BlockShuffle FFNs cannot be grown yet (the shuffle between the two "
                "block-diagonal factors mixes the blocks of the residual and FFN maps)");
-  BONSAI_CHECK(from.ffn == FfnKind::lowrank || p.rank.from() == 0 || p.rank.is_identity(),
-               "grow: only LowRank FFNs grow in rank");
+  BONSAI_CHECK(from.ffn == FfnKind::lowrank || from.ffn == FfnKind::blockdense ||
+                   p.rank.from() == 0 || p.rank.is_identity(),
+               "grow: only LowRank and BlockDense FFNs grow in rank");
   for (index_t j = 0; j < p.rank.to(); ++j)
-    BONSAI_CHECK(p.rank.original(j) || (j >= p.rank.from() && p.rank.fill(j) != Fill::copy),
-                 "grow: rank grows by appending fresh or zero units (WidthMap::appended)");
+    BONSAI_CHECK(p.rank.original(j) || p.rank.fill(j) != Fill::copy,
+                 "grow: rank grows by adding fresh or zero units (WidthMap::appended), not copies");
   return p;
 }
 

@@ -78,13 +78,17 @@ inline ResolvedTarget resolve(const GptConfig& c, const GrowthTarget& t) {
                ", n_head ", c.n_head, " -> ", h, ", ffn ", c.ffn_width(), " -> ", f,
                ", n_layer ", c.n_layer, " -> ", l, ", rank ", c.rank, " -> ", r,
                "): growth never shrinks a model");
-  BONSAI_CHECK(t.rank == 0 || c.ffn == FfnKind::lowrank || t.rank == c.rank,
-               "grow: only LowRank FFNs grow in rank (the model's FFN is ", to_string(c.ffn), ")");
+  BONSAI_CHECK(t.rank == 0 || c.ffn == FfnKind::lowrank || c.ffn == FfnKind::blockdense ||
+                   t.rank == c.rank,
+               "grow: only LowRank and BlockDense FFNs grow in rank (the model's FFN is ",
+               to_string(c.ffn), ")");
   return {d, h / group, f, l, r};
 }
 
+/// New rank units are fresh (their readers start at 0), appended per block for BlockDense.
 inline WidthMap rank_map(const GptConfig& c, index_t r) {
-  return c.rank > 0 ? WidthMap::appended(c.rank, r, Fill::fresh) : WidthMap{};
+  if (c.rank == 0) return {};
+  return WidthMap::appended(c.rank, r, Fill::fresh, c.ffn == FfnKind::blockdense ? c.blocks : 1);
 }
 
 }  // namespace detail

@@ -60,6 +60,11 @@ class WidthMap {
     for (index_t i = 0; i < from; ++i)
       BONSAI_CHECK(m_count[std::size_t(i)] > 0, "WidthMap: source unit ", i,
                    " is not copied anywhere (growth must not drop units)");
+    m_first.assign(m_source.size(), false);
+    std::vector<bool> seen(std::size_t(from), false);
+    for (index_t j = 0; j < to(); ++j)
+      if (m_fill[std::size_t(j)] == Fill::copy && !seen[std::size_t(m_source[std::size_t(j)])])
+        m_first[std::size_t(j)] = seen[std::size_t(m_source[std::size_t(j)])] = true;
   }
 
   /// n -> n, every unit copied once.
@@ -98,17 +103,22 @@ class WidthMap {
     return WidthMap(from, std::move(src), std::vector<Fill>(std::size_t(to), Fill::copy));
   }
 
-  /// The source units in place, then to - from new units filled with `fill` (zero or fresh).
-  static WidthMap appended(index_t from, index_t to, Fill fill) {
+  /// The source units in place, then to - from new units filled with `fill` (zero or fresh);
+  /// in `blocks` equal blocks, each block's units then its new ones (block-diagonal maps).
+  static WidthMap appended(index_t from, index_t to, Fill fill, index_t blocks = 1) {
     BONSAI_CHECK(to >= from, "WidthMap::appended: cannot shrink ", from, " units to ", to);
+    BONSAI_CHECK(blocks > 0 && from % blocks == 0 && to % blocks == 0, "WidthMap::appended: ",
+                 from, " -> ", to, " units cannot be cut into ", blocks, " equal blocks");
     BONSAI_CHECK(fill == Fill::zero || fill == Fill::fresh,
                  "WidthMap::appended: new units are zero- or fresh-filled");
+    const index_t n = from / blocks, m = to / blocks;
     std::vector<index_t> src(std::size_t(to), -1);
     std::vector<Fill> f(std::size_t(to), fill);
-    for (index_t j = 0; j < from; ++j) {
-      src[std::size_t(j)] = j;
-      f[std::size_t(j)] = Fill::copy;
-    }
+    for (index_t b = 0; b < blocks; ++b)
+      for (index_t o = 0; o < n; ++o) {
+        src[std::size_t(b * m + o)] = b * n + o;
+        f[std::size_t(b * m + o)] = Fill::copy;
+      }
     return WidthMap(from, std::move(src), std::move(f));
   }
 
@@ -123,8 +133,9 @@ class WidthMap {
   double share(index_t j) const {
     return fill(j) == Fill::copy ? 1.0 / double(count(source(j))) : 0.0;
   }
-  /// Whether target j is the original of its unit (j < from copying j: the "old slice").
-  bool original(index_t j) const { return j < m_from && fill(j) == Fill::copy && source(j) == j; }
+  /// Whether target j is the original of its unit: the first target that copies it (the "old
+  /// slice"; later copies and fills are new).
+  bool original(index_t j) const { return m_first[std::size_t(j)]; }
   /// Whether every source unit is copied the same number of times (norms stay exact).
   bool uniform() const {
     for (index_t c : m_count)
@@ -140,7 +151,7 @@ class WidthMap {
   bool is_identity() const {
     if (to() != m_from) return false;
     for (index_t j = 0; j < to(); ++j)
-      if (!original(j)) return false;
+      if (fill(j) != Fill::copy || source(j) != j) return false;
     return true;
   }
 
@@ -162,6 +173,7 @@ class WidthMap {
   std::vector<index_t> m_source;
   std::vector<Fill> m_fill;
   std::vector<index_t> m_count;
+  std::vector<bool> m_first;  // target j is the first copy of its source unit
 };
 
 }  // namespace bonsai

@@ -3,6 +3,8 @@
 // options (RMSNorm, rotary positions, SwiGLU) and the structured FFNs are switches on it.
 #pragma once
 
+#include <algorithm>
+
 #include <string>
 #include <string_view>
 
@@ -63,7 +65,11 @@ struct GptConfig {
                  " is not a multiple of n_kv_head = ", kv_heads());
     BONSAI_CHECK(pos != PosKind::rope || head_dim() % 2 == 0,
                  "GptConfig: rotary embeddings need an even head dimension, got ", head_dim());
-    if (ffn == FfnKind::lowrank || ffn == FfnKind::blockdense) positive("rank", rank);
+    if (ffn == FfnKind::lowrank || ffn == FfnKind::blockdense) {
+      positive("rank", rank);
+      BONSAI_CHECK(rank <= std::min(d_model, ffn_width()), "GptConfig: rank ", rank,
+                   " exceeds min(d_model, FFN width) = min(", d_model, ", ", ffn_width(), ")");
+    }
     if (ffn == FfnKind::blockdense || ffn == FfnKind::blockshuffle) positive("blocks", blocks);
   }
 };
