@@ -9,8 +9,9 @@
 // text at the end. With --sgt the structured FFNs train with dense guides (self-guided training)
 // that are released, and freed, when their weight reaches 0. With --grow the model grows at the
 // given steps (Net2Net, StackBERT, MSLT, bert2BERT, LEMON, MSG with its masks ramped in), its
-// optimizer state and learning rate carried across as --grow-state and --grow-lr say. The FFN structure is picked once,
-// in main(), through a closed switch; the training loop below it is statically typed on it.
+// optimizer state and learning rate carried across as --grow-state and --grow-lr say. The FFN
+// structure is picked once, in main(), through a closed switch; the training loop below it is
+// statically typed on it.
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
 
@@ -200,10 +201,9 @@ int train(const Options& o, GptConfig config) {
   const auto frozen_at = [&](index_t step) -> index_t {
     const index_t k = stages_before(step + 1);  // events at or before step
     if (k == 0 || growth[std::size_t(k - 1)].frozen_layers == 0) return 0;
-    const index_t at = stages[std::size_t(k - 1)].at;
-    const index_t next = std::size_t(k) < stages.size() ? stages[std::size_t(k)].at : plan.total_steps;
-    const index_t length = o.mslt_steps > 0 ? o.mslt_steps : (next - at) / 2;
-    return step < at + length ? growth[std::size_t(k - 1)].frozen_layers : 0;
+    const std::size_t e = std::size_t(k - 1);
+    const index_t length = phase_steps(stages, e, plan.total_steps, o.mslt_steps);
+    return step < stages[e].at + length ? growth[e].frozen_layers : 0;
   };
   const std::vector<index_t> ramps = mask_ramps(stages, growth, plan.total_steps, o.msg_steps);
   nlohmann::json growth_json = nlohmann::json::array();

@@ -97,6 +97,14 @@ inline std::vector<GrowthPlan> plan_growth(const GptConfig& start, const std::ve
   return plans;
 }
 
+/// How long a phase after growth stage k lasts (MSLT's frozen stage, MSG's ramp): `steps`, or
+/// half the way to the next stage (or to `total_steps` after the last), at least 1.
+inline index_t phase_steps(const std::vector<GrowthStage>& stages, std::size_t k, index_t total_steps,
+                           index_t steps) {
+  const index_t next = k + 1 < stages.size() ? stages[k + 1].at : total_steps;
+  return steps > 0 ? steps : std::max<index_t>(1, (next - stages[k].at) / 2);
+}
+
 /// MSG's mask ramps: for each masked stage (GrowthOptions::masked), the number of steps over
 /// which its masks rise from 0 to 1: `steps`, or half the way to the next stage (or the end)
 /// when `steps` is 0; 0 for the other stages. Only one growth may ramp at a time, so a ramp
@@ -111,7 +119,7 @@ inline std::vector<index_t> mask_ramps(const std::vector<GrowthStage>& stages,
   for (std::size_t k = 0; k < stages.size(); ++k) {
     if (!plans[k].options.masked) continue;
     const index_t next = k + 1 < stages.size() ? stages[k + 1].at : total_steps;
-    ramps[k] = steps > 0 ? steps : std::max<index_t>(1, (next - stages[k].at) / 2);
+    ramps[k] = phase_steps(stages, k, total_steps, steps);
     BONSAI_CHECK(stages[k].at + ramps[k] <= next, "--grow: the MSG growth at step ", stages[k].at,
                  " ramps its masks over ", ramps[k], " steps, past ",
                  k + 1 < stages.size() ? "the next growth at step " : "the end of the run at step ",
