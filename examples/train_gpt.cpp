@@ -497,7 +497,8 @@ int main(int argc, char** argv) {
                  "a growth stage STEP:METHOD:key=value,... (repeat for more stages) with METHOD "
                  "net2net | stackbert | interpolate | mslt | fpi | aki | lemon | msg and keys d, heads, "
                  "ffn, layers, rank (e.g. 200:lemon:d=384,heads=6,layers=6)");
-  app.add_option("--grow-state", o.grow_state, "optimizer state at growth: reset | carry | duplicate")
+  app.add_option("--grow-state", o.grow_state,
+                 "optimizer state at growth: reset | carry | duplicate | gradient")
       ->capture_default_str();
   app.add_option("--grow-lr", o.grow_lr, "learning rate after growth: keep | rewind | rewarm:N")
       ->capture_default_str();
@@ -547,6 +548,11 @@ int main(int argc, char** argv) {
     c.act = parse_act(act);
     c.ffn = parse_ffn(ffn);
     if (ffn_params > 0) set_ffn_params_fraction(c, ffn_params);
+    const bool needs_rank = c.ffn == FfnKind::lowrank || c.ffn == FfnKind::blockdense;
+    const bool needs_blocks = c.ffn == FfnKind::blockdense || c.ffn == FfnKind::blockshuffle;
+    BONSAI_CHECK((!needs_rank || c.rank > 0) && (!needs_blocks || c.blocks > 0), "--ffn ", ffn,
+                 " needs ", needs_rank ? "--rank R" : "", needs_rank && needs_blocks ? " and " : "",
+                 needs_blocks ? "--blocks B" : "", ", or --ffn-params 0.63 | 0.32 to choose them");
     c.vocab_size = load_tokenizer(o.tokenizer)->vocab_size();
     c.validate();
     // The closed switch: everything below train<Map> is statically typed.

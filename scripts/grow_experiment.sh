@@ -7,24 +7,29 @@
 #   depth only, from 3 x 256 (4 heads):       stackbert, interpolate, mslt
 # Every run has the same steps, learning-rate schedule and data order; growth carries the
 # optimizer state of the old slice (--grow-state carry) and keeps the schedule (--grow-lr keep);
-# MSG ramps its masks over 50 steps, MSLT trains only the new layers for 50 steps.
+# MSG ramps its masks and MSLT trains only the new layers for an eighth of the steps (50 of 400).
 # Writes runs/grow/results.md (val loss, FLOPs, and the FLOPs each run needed to reach the
-# from-scratch run's final val loss) and runs/grow/loss.png (val loss against training FLOPs).
+# from-scratch run's final val loss) and runs/grow/loss.png (val loss against training FLOPs);
+# with N other than 400 the directory is runs/grow-N. METHODS picks the grown runs (all by
+# default), THREADS the OpenMP threads of each run (0: all cores).
 #   bash scripts/grow_experiment.sh [N]
+#   METHODS="lemon msg" THREADS=1 bash scripts/grow_experiment.sh 1200
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 steps=${1:-400}
 at=$((steps / 4))
+methods=(${METHODS:-net2net fpi aki lemon msg stackbert interpolate mslt})
 
 bash scripts/setup_brown.sh train_gpt
 bin=build/cpu-release/examples
 out=runs/grow
+[[ $steps == 400 ]] || out=runs/grow-$steps
 mkdir -p "$out"
 common=(--train "data/brown/gpt2/train_*.bin" --val "data/brown/gpt2/val_*.bin" --tokenizer data/gpt2
         --seq-len 128 --batch 8 --steps "$steps" --warmup 20 --lr 1.5e-3 --ffn dense
-        --shuffle --sample-tokens 0 --keep-ckpts 1 --eval-every 25 --eval-batches 16)
+        --shuffle --sample-tokens 0 --keep-ckpts 1 --eval-every $((steps / 16)) --eval-batches 16 --threads "${THREADS:-0}")
 target=d=256,heads=4,layers=6
-growth=(--grow-state carry --grow-lr keep --msg-steps 50 --mslt-steps 50)
+growth=(--grow-state carry --grow-lr keep --msg-steps $((steps / 8)) --mslt-steps $((steps / 8)))
 
 run() {
   local name=$1; shift
@@ -33,14 +38,15 @@ run() {
   "$bin/train_gpt" "${common[@]}" --out "$out/$name" "$@" | tee "$out/$name.log" | grep -v '^step *[0-9]*/'
 }
 run scratch --layers 6 --d-model 256 --heads 4
-for m in net2net fpi aki lemon msg; do
-  run "$m" --layers 3 --d-model 128 --heads 2 --grow "$at:$m:$target,ffn=1024" "${growth[@]}"
-done
-for m in stackbert interpolate mslt; do
-  run "$m" --layers 3 --d-model 256 --heads 4 --grow "$at:$m:layers=6" "${growth[@]}"
+for m in "${methods[@]}"; do
+  case $m in
+    stackbert|interpolate|mslt)
+      run "$m" --layers 3 --d-model 256 --heads 4 --grow "$at:$m:layers=6" "${growth[@]}" ;;
+    *) run "$m" --layers 3 --d-model 128 --heads 2 --grow "$at:$m:$target,ffn=1024" "${growth[@]}" ;;
+  esac
 done
 
-names=(scratch net2net fpi aki lemon msg stackbert interpolate mslt)
+names=(scratch "${methods[@]}")
 python3 scripts/run_table.py --reach "$out/scratch" "${names[@]/#/$out/}" | tee "$out/results.md"
 gnuplot -e "runs='${names[*]/#/$out/}'; labels='${names[*]}'; out='$out/loss.png'; xcol='train_flops'; val_only=1; ymin=6.8; ymax=8.4; title='Brown, growth into 6x256: validation loss against training FLOPs'" \
   scripts/plot_loss.gp

@@ -11,6 +11,7 @@
 #include <bonsai/train/adamw.hpp>
 #include <cmath>
 #include <string>
+#include <type_traits>
 
 #include "support/errors.hpp"
 
@@ -338,11 +339,6 @@ TEST_CASE("grow: structured FFNs grow exactly (LowRank and BlockDense in width a
   CHECK_THROWS_WITH_AS(make_growth_plan(bd, WidthMap::tiled(4, 8, Fill::avg), lemon.heads, lemon.ffn,
                                         lemon.depth),
                        doctest::Contains("block-aligned"), Error);
-  GptConfig bs = gpt2_style();
-  bs.ffn = FfnKind::blockshuffle;
-  bs.blocks = 2;
-  CHECK_THROWS_WITH_AS(make_preset(GrowthMethod::lemon, bs, {8, 0, 0, 0}),
-                       doctest::Contains("BlockShuffle"), Error);
   // Layer 0 stays dense (dense_first_ffn): the stacking presets repeat layers 1.. only, and a
   // map that puts it onto a structured slot is rejected.
   const GrowthPlan stacked = make_preset(GrowthMethod::stackbert, lr, {0, 0, 0, 6});
@@ -350,6 +346,183 @@ TEST_CASE("grow: structured FFNs grow exactly (LowRank and BlockDense in width a
   CHECK_THROWS_WITH_AS(make_growth_plan(lr, stacked.residual, stacked.heads, stacked.ffn,
                                         DepthMap::stack(lr.n_layer, 6), {}, stacked.rank),
                        doctest::Contains("dense_first_ffn"), Error);
+}
+
+TEST_CASE("grow: BlockShuffle FFNs grow exactly in width with their blocks kept") {
+  // D 8 -> 16 (or 12), FFN 16 -> 32, inner width min(D, F) 8 -> 16 in 2 blocks: every unit stays
+  // in its contiguous input block and its interleaved output block.
+  GptConfig bs = gpt2_style();
+  bs.ffn = FfnKind::blockshuffle;
+  bs.blocks = 2;
+  bs.d_model = 8;
+  bs.ffn_dim = 16;
+  bs.n_layer = 3;
+  GptConfig rms = bs;
+  rms.norm = NormKind::rmsnorm;
+  using M = Gpt<BlockShuffle<double>, BlockShuffle<double>>;
+  for (const GptConfig& c : {bs, rms}) {
+    CAPTURE(to_string(c.norm));
+    for (GrowthMethod m : {GrowthMethod::lemon, GrowthMethod::net2net}) {
+      CAPTURE(to_string(m));
+      // Net2Net's random residual copies are not exact under a norm: it widens heads and FFN.
+      const GrowthTarget t =
+          m == GrowthMethod::lemon ? GrowthTarget{16, 4, 32, 4} : GrowthTarget{0, 4, 24, 4};
+      const GrowthPlan p = make_preset(m, c, t);
+      CHECK(p.inner.to() == std::min(p.to.d_model, p.to.ffn_width()));
+      CHECK(grown_difference<BlockShuffle<double>, BlockShuffle<double>>(p) <= tol);
+    }
+    // MSG: appended fresh units in every block, exact at mask 0.
+    const GrowthPlan p = make_preset(GrowthMethod::msg, c, {16, 4, 32, 4});
+    M small(c), big(p.to);
+    randomize(small, 5);
+    grow_parameters(p, small.arena(), big.arena());
+    const auto tok = tokens(c.vocab_size);
+    const auto before = logits(small, tok);
+    CHECK(max_diff(before, logits(big, tok)) > 1e-3);
+    big.set_growth_mask(p.mask());
+    CHECK(max_diff(before, logits(big, tok)) <= tol);
+  }
+  // RMSNorm's zero fill sits at the end of each block: 8 -> 12 is exact.
+  CHECK(grown_difference<BlockShuffle<double>, BlockShuffle<double>>(
+            make_preset(GrowthMethod::lemon, rms, {12, 0, 24, 0})) <= tol);
+  // LayerNorm's avg fill would need an output that reads every block.
+  CHECK_THROWS_WITH_AS(make_preset(GrowthMethod::lemon, bs, {12, 0, 24, 0}),
+                       doctest::Contains("avg-filled units"), Error);
+  // 8 -> 10 keeps the contiguous blocks but moves units between interleaved ones.
+  CHECK_THROWS_WITH_AS(
+      make_growth_plan(rms, WidthMap::tiled(8, 10, Fill::zero, 2), WidthMap::identity(2),
+                       WidthMap::identity(16), DepthMap::identity(3)),
+      doctest::Contains("interleaved"), Error);
+  CHECK_THROWS_WITH_AS(
+      make_growth_plan(rms, WidthMap::tiled(8, 16, Fill::copy), WidthMap::identity(2),
+                       WidthMap::identity(16), DepthMap::identity(3)),
+      doctest::Contains("block-aligned"), Error);
+}
+
+TEST_CASE("grow: MSG grows BlockDense FFNs per block, exact at mask 0") {
+  GptConfig bd = gpt2_style();
+  bd.ffn = FfnKind::blockdense;
+  bd.blocks = 2;
+  bd.rank = 4;
+  bd.n_layer = 3;
+  const GrowthPlan p = make_preset(GrowthMethod::msg, bd, {8, 4, 16, 4, 6});
+  CHECK(p.residual.source(2) == -1);  // block 0's new units: 2, 3; block 1's: 6, 7
+  CHECK(p.residual.source(4) == 2);
+  Gpt<BlockDense<double>, BlockDense<double>> small(bd), big(p.to);
+  randomize(small, 4);
+  grow_parameters(p, small.arena(), big.arena());
+  big.set_growth_mask(p.mask());
+  const auto tok = tokens(bd.vocab_size);
+  CHECK(max_diff(logits(small, tok), logits(big, tok)) <= tol);
+}
+
+TEST_CASE("grow: gradient-consistent state maps the source gradient onto the grown model's") {
+  // Function-preserving plans without split noise: uniform residual copies (k = 2), random
+  // (non-uniform) head and FFN copies, for LayerNorm and RMSNorm (GQA, RoPE, SwiGLU) and for
+  // BlockShuffle FFNs. The grown model's gradient is a G[g] on rows whose output unit copies g
+  // with share a, and the source's column on split columns (spec growth.md §12.1-15). Entries
+  // with no source (the second BlockShuffle factor's columns on fresh inner units) start at 0.
+  GptConfig bs = gpt2_style();
+  bs.ffn = FfnKind::blockshuffle;
+  bs.blocks = 2;
+  bs.d_model = 8;
+  bs.ffn_dim = 16;
+  bs.n_layer = 3;
+  auto check = [&]<class M>(std::type_identity<M>, const GptConfig& c) {
+    const std::string what = std::string(to_string(c.norm)) + " " + to_string(c.ffn);
+    CAPTURE(what);
+    Rng rng(17);
+    const index_t blocks = c.ffn == FfnKind::blockshuffle ? c.blocks : 1;
+    const GrowthPlan p = make_growth_plan(
+        c, WidthMap::tiled(c.d_model, 2 * c.d_model, Fill::copy, blocks),
+        WidthMap::random(c.kv_heads(), c.kv_heads() + 1, rng),
+        WidthMap::random(c.ffn_width(), c.ffn_width() + 2 * blocks * blocks, rng, blocks, blocks),
+        DepthMap::identity(c.n_layer));
+    REQUIRE(p.function_preserving());
+    REQUIRE(!p.ffn.uniform());
+    M small(c), big(p.to);
+    randomize(small, 23);
+    grow_parameters(p, small.arena(), big.arena());
+    const auto in = tokens(c.vocab_size, 31), tgt = tokens(c.vocab_size, 32);
+    const TokenBatch batch{in.data(), tgt.data(), B, T};
+    for (auto* arena : {&small.arena(), &big.arena()}) arena->zero_grads();
+    typename M::Context cs, cb;
+    CHECK(small.forward(cs, batch, 1.0) ==
+          doctest::Approx(big.forward(cb, batch, 1.0)).epsilon(1e-12));
+    small.backward(cs);
+    big.backward(cb);
+    const std::size_t n = std::size_t(big.arena().size());
+    const double* g = big.arena().grads();
+    std::vector<double> mapped(n), dup(n), sq(n), sq_mapped(n);
+    std::vector<double> src_sq(std::size_t(small.arena().size()));
+    for (std::size_t i = 0; i < src_sq.size(); ++i)
+      src_sq[i] = small.arena().grads()[i] * small.arena().grads()[i];
+    grow_state(p, StateGrowth::gradient, Moment::first, small.arena(), small.arena().grads(),
+               big.arena(), mapped.data());
+    grow_state(p, StateGrowth::gradient, Moment::second, small.arena(), src_sq.data(), big.arena(),
+               sq_mapped.data());
+    grow_state(p, StateGrowth::duplicate, Moment::first, small.arena(), small.arena().grads(),
+               big.arena(), dup.data());
+    const std::vector<double> ones(src_sq.size(), 1.0);
+    std::vector<double> covered(n);
+    grow_state(p, StateGrowth::duplicate, Moment::first, small.arena(), ones.data(), big.arena(),
+               covered.data());
+    double scale = 0, worst = 0, worst_sq = 0, worst_dup = 0;
+    index_t fresh = 0;
+    for (std::size_t i = 0; i < n; ++i) scale = std::max(scale, std::abs(g[i]));
+    for (std::size_t i = 0; i < n; ++i) {
+      if (covered[i] == 0.0) {
+        ++fresh;
+        CHECK(mapped[i] == 0.0);
+        continue;
+      }
+      worst = std::max(worst, std::abs(g[i] - mapped[i]));
+      worst_sq = std::max(worst_sq, std::abs(g[i] * g[i] - sq_mapped[i]));
+      worst_dup = std::max(worst_dup, std::abs(g[i] - dup[i]));
+    }
+    CHECK(scale > 1e-3);
+    CHECK(worst <= tol * scale);
+    CHECK(worst_sq <= tol * scale * scale);
+    CHECK(worst_dup > 1e-3 * scale);  // copying the moments unscaled is not the grown gradient
+    CHECK((fresh > 0) == (c.ffn == FfnKind::blockshuffle));
+  };
+  check(std::type_identity<Gpt<Dense<double>, Dense<double>>>{}, gpt2_style());
+  check(std::type_identity<Gpt<Dense<double>, Dense<double>>>{}, llama_style());
+  check(std::type_identity<Gpt<BlockShuffle<double>, BlockShuffle<double>>>{}, bs);
+}
+
+TEST_CASE("grow: gradient-consistent moments keep Adam's direction m / sqrt(v) at every copy") {
+  const GptConfig c = gpt2_style();
+  const GrowthPlan p = make_preset(GrowthMethod::net2net, c, {8, 3, 13, 2});
+  Gpt<Dense<double>, Dense<double>> small(c), big(p.to);
+  Rng rng(3);
+  std::vector<double> m(std::size_t(small.arena().size())), v(m.size());
+  for (std::size_t i = 0; i < m.size(); ++i) {
+    m[i] = rng.normal();
+    v[i] = 0.1 + rng.uniform();
+  }
+  const std::size_t n = std::size_t(big.arena().size());
+  std::vector<double> mg(n), vg(n), md(n), vd(n);
+  grow_state(p, StateGrowth::gradient, Moment::first, small.arena(), m.data(), big.arena(),
+             mg.data());
+  grow_state(p, StateGrowth::gradient, Moment::second, small.arena(), v.data(), big.arena(),
+             vg.data());
+  grow_state(p, StateGrowth::duplicate, Moment::first, small.arena(), m.data(), big.arena(),
+             md.data());
+  grow_state(p, StateGrowth::duplicate, Moment::second, small.arena(), v.data(), big.arena(),
+             vd.data());
+  index_t scaled = 0;
+  double worst = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (vd[i] == 0.0) {
+      CHECK(vg[i] == 0.0);
+      continue;
+    }
+    if (mg[i] != md[i]) ++scaled;
+    worst = std::max(worst, std::abs(mg[i] / std::sqrt(vg[i]) - md[i] / std::sqrt(vd[i])));
+  }
+  CHECK(scaled > 0);
+  CHECK(worst <= 1e-12);
 }
 
 TEST_CASE("grow: growing twice equals growing the composition's function") {
@@ -380,10 +553,10 @@ TEST_CASE("grow: optimizer state is reset, carried in the old slice, or duplicat
   auto at = [&](const ParamArena<double>& a, const std::vector<double>& v, const char* n, index_t i) {
     return v[std::size_t(a.slot(n).offset + i)];
   };
-  grow_state(p, StateGrowth::reset, from, m.data(), to, out.data());
+  grow_state(p, StateGrowth::reset, Moment::first, from, m.data(), to, out.data());
   for (double x : out) CHECK(x == 0.0);
 
-  grow_state(p, StateGrowth::carry, from, m.data(), to, out.data());
+  grow_state(p, StateGrowth::carry, Moment::first, from, m.data(), to, out.data());
   // mlp.up.weight (8, 4) -> (12, 8): the old slice [0, 8) x [0, 4) is carried, the rest is 0.
   CHECK(at(to, out, "h.0.mlp.up.weight", 1 * 8 + 2) == at(from, m, "h.0.mlp.up.weight", 1 * 4 + 2));
   CHECK(at(to, out, "h.0.mlp.up.weight", 9 * 8 + 2) == 0.0);   // a new unit
@@ -394,7 +567,7 @@ TEST_CASE("grow: optimizer state is reset, carried in the old slice, or duplicat
   for (index_t i = 0; i < to.slot("h.2.mlp.up.weight").size(); ++i)
     CHECK(at(to, out, "h.2.mlp.up.weight", i) == 0.0);
 
-  grow_state(p, StateGrowth::duplicate, from, m.data(), to, out.data());
+  grow_state(p, StateGrowth::duplicate, Moment::first, from, m.data(), to, out.data());
   CHECK(at(to, out, "h.0.mlp.up.weight", 9 * 8 + 2) == at(from, m, "h.0.mlp.up.weight", 1 * 4 + 2));
   CHECK(at(to, out, "h.0.mlp.up.weight", 1 * 8 + 5) == at(from, m, "h.0.mlp.up.weight", 1 * 4 + 1));
   CHECK(at(to, out, "wte", 3 * 8 + 4) == at(from, m, "wte", 3 * 4 + 0));
@@ -559,8 +732,10 @@ TEST_CASE("grow: at MSG mask 0 new parameters get no gradient and the old ones t
     // gradients mapped the same way.
     const std::vector<double> ones(std::size_t(small.arena().size()), 1.0);
     std::vector<double> old(std::size_t(big.arena().size())), expected(old.size());
-    grow_state(p, StateGrowth::carry, small.arena(), ones.data(), big.arena(), old.data());
-    grow_state(p, StateGrowth::carry, small.arena(), small.arena().grads(), big.arena(), expected.data());
+    grow_state(p, StateGrowth::carry, Moment::first, small.arena(), ones.data(), big.arena(),
+               old.data());
+    grow_state(p, StateGrowth::carry, Moment::first, small.arena(), small.arena().grads(),
+               big.arena(), expected.data());
     index_t new_entries = 0;
     double worst_new = 0, worst_old = 0;
     for (std::size_t i = 0; i < old.size(); ++i) {
@@ -592,13 +767,6 @@ TEST_CASE("grow: MSG plans need appended fresh units and copied layers") {
   CHECK_THROWS_WITH_AS(make_growth_plan(c, WidthMap::appended(4, 6, Fill::fresh), WidthMap::identity(2),
                                         WidthMap::identity(8), DepthMap::identity(2)),
                        doctest::Contains("mask them (MSG)"), Error);
-  GptConfig bd = c;
-  bd.ffn = FfnKind::blockdense;
-  bd.blocks = 2;
-  bd.rank = 4;
-  bd.dense_first_ffn = false;
-  CHECK_THROWS_WITH_AS(make_preset(GrowthMethod::msg, bd, {8, 0, 0, 0}), doctest::Contains("block-aligned"),
-                       Error);
 }
 
 TEST_CASE("grow: MSG grows LowRank FFNs and dense-first structured stacks exactly at mask 0") {

@@ -87,6 +87,7 @@ TEST_CASE("growth schedule: the optimizer's step count restarts only with reset"
   CHECK(carried.size() == b.arena().size());
   CHECK(carried.m().data()[b.arena().slot("wte").offset] == 1.0f);
   CHECK(parse_state_growth("duplicate") == StateGrowth::duplicate);
+  CHECK(parse_state_growth("gradient") == StateGrowth::gradient);
   CHECK_THROWS_WITH_AS(parse_state_growth("copy"), doctest::Contains("optimizer state policy"), Error);
 }
 

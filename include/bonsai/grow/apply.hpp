@@ -6,6 +6,13 @@
 // rule gamma' = sqrt(s) gamma[src] (and the final norm, before the tied head, divides by the
 // copy count), so with a function-preserving plan the grown model's logits equal the source's.
 // grow_state maps an optimizer moment (exp_avg or exp_avg_sq) in the same layout.
+//
+// Gradients of a function-preserving growth map differently from weights (spec growth.md §10):
+// if W' = P_t W Q_s, the grown model's gradient is G' = Q_t^T G P_s^T, so an entry whose output
+// unit copies source unit g with share a (1 / copy count) has gradient a G[g, .], and a column
+// that reads a copy has its source column's gradient unsplit. StateGrowth::gradient maps the
+// first moment by a and the second by a^2, so the moments are those the grown model's own
+// gradients would have built and Adam's direction m / sqrt(v) is unchanged at every copy.
 #pragma once
 
 #include <cmath>
@@ -27,26 +34,36 @@ namespace bonsai {
 ///             zero for every new entry and new layer (MSG).
 ///  duplicate: every copied entry takes its source's moments, fills and identity layers 0
 ///             (StackBERT's --double-optimizer, generalised to width).
-enum class StateGrowth : std::uint8_t { reset, carry, duplicate };
+///  gradient:  like duplicate, with each entry scaled as the grown model's gradient is: by the
+///             share a of its output unit (exp_avg) or a^2 (exp_avg_sq); Staged Training's
+///             exp_avg / 2, exp_avg_sq / 4 for doubling. Exact for copy-only maps without split
+///             noise (and zero-filled RMSNorm residuals); stacked layers, which do not keep the
+///             function, are scaled like their source.
+enum class StateGrowth : std::uint8_t { reset, carry, duplicate, gradient };
+
+/// Which Adam moment grow_state maps (they differ under StateGrowth::gradient only).
+enum class Moment : std::uint8_t { first, second };
 
 inline const char* to_string(StateGrowth s) {
   switch (s) {
     case StateGrowth::reset: return "reset";
     case StateGrowth::carry: return "carry";
     case StateGrowth::duplicate: return "duplicate";
+    case StateGrowth::gradient: return "gradient";
   }
   return "?";
 }
 
 namespace detail {
 
-enum class GrowMode : std::uint8_t { values, carry, duplicate };
+enum class GrowMode : std::uint8_t { values, carry, duplicate, gradient };
 
 /// Target row r' of a grown matrix.
 struct GrowRow {
   enum Kind : std::uint8_t { copy, avg, zero, random } kind = zero;
-  index_t src = -1;  // source row (copy)
-  bool alt = false;  // read from the AKI layer's tensor
+  index_t src = -1;    // source row (copy)
+  bool alt = false;    // read from the AKI layer's tensor
+  double scale = 1.0;  // of the copy (StateGrowth::gradient)
 };
 /// Target column c' of a grown matrix.
 struct GrowCol {
@@ -66,8 +83,14 @@ template <class T>
 class Grower {
  public:
   Grower(const GrowthPlan& plan, GrowMode mode, const ParamArena<T>& from, const T* src,
-         const ParamArena<T>& to, T* dst)
-      : m_plan(plan), m_mode(mode), m_from(from), m_src(src), m_to(to), m_dst(dst) {
+         const ParamArena<T>& to, T* dst, Moment moment = Moment::first)
+      : m_plan(plan),
+        m_mode(mode),
+        m_moment(moment),
+        m_from(from),
+        m_src(src),
+        m_to(to),
+        m_dst(dst) {
     const GptConfig& a = plan.from;
     const GptConfig& b = plan.to;
     const auto holds = [](const ParamArena<T>& arena, const GptConfig& c) {
@@ -114,7 +137,7 @@ class Grower {
       switch (m.fill(j)) {
         case Fill::copy:
           if (m_mode == GrowMode::carry && !m.original(j)) break;
-          x = {GrowRow::copy, m.source(j), aki && !m.original(j)};
+          x = {GrowRow::copy, m.source(j), aki && !m.original(j), gradient_scale(m.share(j))};
           break;
         case Fill::avg:
           if (m_mode == GrowMode::values) x.kind = GrowRow::avg;
@@ -154,6 +177,13 @@ class Grower {
     }
     return c;
   }
+  /// What a moment entry is multiplied by when its output unit has share a: a for the first
+  /// moment, a^2 for the second under StateGrowth::gradient; 1 otherwise.
+  double gradient_scale(double share) const {
+    if (m_mode != GrowMode::gradient) return 1.0;
+    return m_moment == Moment::first ? share : share * share;
+  }
+
   static std::vector<GrowCol> identity_cols(index_t n) {
     std::vector<GrowCol> c(static_cast<std::size_t>(n));
     for (index_t i = 0; i < n; ++i) c[std::size_t(i)] = {GrowCol::copy, i, 1.0, false};
@@ -181,7 +211,7 @@ class Grower {
         case GrowRow::copy:
           for (index_t j = 0; j < nc; ++j) {
             const GrowCol& c = cols[std::size_t(j)];
-            out[j] = value(r.alt || c.alt ? alt : main, r.src, c);
+            out[j] = T(r.scale * double(value(r.alt || c.alt ? alt : main, r.src, c)));
           }
           break;
         case GrowRow::avg:
@@ -365,34 +395,65 @@ class Grower {
       }
       case FfnKind::blockdense: {
         const WidthMap& rk = m_plan.rank;
-        const index_t nb = m_plan.from.blocks;
         if (param == "1.weight") {  // (out, R) dense, applied second
           check_shape(t, {out_map.to(), rk.to()});
           if (zero_out) return;
           return apply(out, s.main, s.alt, rk.from(), out_rows, cols(rk), 0, rng, n_out);
         }
         BONSAI_CHECK(param == "0.blocks", "grow: no rule for '", t.name, "'");
-        // (B, R/B, in/B): block b maps inputs [b in/B, ...) to rank units [b R/B, ...); the
-        // maps are block-aligned, so each block grows on its own.
-        const index_t bi = n_in / nb, bi2 = in.to() / nb, br = rk.from() / nb, br2 = rk.to() / nb;
-        check_shape(t, {nb, br2, bi2});
-        const std::vector<GrowCol> all = cols(in, factor, in_aki, masked());
-        const std::vector<GrowRow> all_rows = rows(rk);
-        for (index_t blk = 0; blk < nb; ++blk) {
-          std::vector<GrowCol> local(all.begin() + blk * bi2, all.begin() + (blk + 1) * bi2);
-          for (GrowCol& c : local)
-            if (c.kind == GrowCol::copy) c.src -= blk * bi;
-          std::vector<GrowRow> local_rows(all_rows.begin() + blk * br2, all_rows.begin() + (blk + 1) * br2);
-          for (GrowRow& r : local_rows)
-            if (r.kind == GrowRow::copy) r.src -= blk * br;
-          apply(out + blk * br2 * bi2, s.main + blk * br * bi, s.alt + blk * br * bi, bi, local_rows,
-                local, noise, rng, br);
-        }
-        return;
+        // (B, R/B, in/B): block b maps inputs [b in/B, ...) to rank units [b R/B, ...).
+        return block_diag(t, out, s, rows(rk), BlockLayout::contiguous, rk.from(),
+                          cols(in, factor, in_aki, masked()), BlockLayout::contiguous, n_in, noise,
+                          rng);
       }
-      case FfnKind::blockshuffle: break;
+      case FfnKind::blockshuffle: {
+        // in -> m = min(in, out) -> out: the first factor maps contiguous input blocks to
+        // contiguous blocks of the inner space, the second reads the inner space and writes the
+        // output interleaved (block c holds units c, c + B, ...).
+        const WidthMap& inner = m_plan.inner;
+        if (param == "0.blocks")
+          return block_diag(t, out, s, rows(inner), BlockLayout::contiguous, inner.from(),
+                            cols(in, factor, in_aki, masked()), BlockLayout::contiguous, n_in,
+                            noise, rng);
+        BONSAI_CHECK(param == "2.blocks", "grow: no rule for '", t.name, "'");
+        if (zero_out) {
+          check_shape(t, {m_plan.from.blocks, out_map.to() / m_plan.from.blocks,
+                          inner.to() / m_plan.from.blocks});
+          return;
+        }
+        return block_diag(t, out, s, out_rows, BlockLayout::interleaved, n_out, cols(inner),
+                          BlockLayout::interleaved, inner.from(), 0, rng);
+      }
     }
     fail("grow: no rule for '", t.name, "'");
+  }
+
+  /// A block-diagonal factor (B, rows' / B, cols' / B) from (B, rows / B, cols / B): block b
+  /// takes the target rows and columns of its block under each space's layout. The plan's maps
+  /// are block-aligned (every copy stays in its block), so each block grows on its own.
+  void block_diag(const ParamSlot& t, T* out, const Source& s, std::vector<GrowRow> rows,
+                  BlockLayout row_layout, index_t src_rows, std::vector<GrowCol> cols,
+                  BlockLayout col_layout, index_t src_cols, double noise, Rng& rng) const {
+    const index_t nb = m_plan.from.blocks, rows2 = index_t(rows.size()),
+                  cols2 = index_t(cols.size());
+    const index_t br = src_rows / nb, bc = src_cols / nb, br2 = rows2 / nb, bc2 = cols2 / nb;
+    check_shape(t, {nb, br2, bc2});
+    for (index_t blk = 0; blk < nb; ++blk) {
+      std::vector<GrowRow> local_rows(static_cast<std::size_t>(br2));
+      for (index_t o = 0; o < br2; ++o) {
+        GrowRow r = rows[std::size_t(unit_of(row_layout, blk, o, rows2, nb))];
+        if (r.kind == GrowRow::copy) r.src = block_of(row_layout, r.src, src_rows, nb).second;
+        local_rows[std::size_t(o)] = r;
+      }
+      std::vector<GrowCol> local_cols(static_cast<std::size_t>(bc2));
+      for (index_t o = 0; o < bc2; ++o) {
+        GrowCol c = cols[std::size_t(unit_of(col_layout, blk, o, cols2, nb))];
+        if (c.kind == GrowCol::copy) c.src = block_of(col_layout, c.src, src_cols, nb).second;
+        local_cols[std::size_t(o)] = c;
+      }
+      apply(out + blk * br2 * bc2, s.main + blk * br * bc, s.alt + blk * br * bc, bc, local_rows,
+            local_cols, noise, rng, br);
+    }
   }
 
   /// Token and position tables (rows, D): each row grows along the residual map; fresh units
@@ -411,7 +472,8 @@ class Grower {
       for (index_t j = 0; j < d2; ++j) {
         switch (m.fill(j)) {
           case Fill::copy:
-            if (m_mode != GrowMode::carry || m.original(j)) y[j] = x[m.source(j)];
+            if (m_mode != GrowMode::carry || m.original(j))
+              y[j] = T(gradient_scale(m.share(j)) * double(x[m.source(j)]));
             break;
           case Fill::avg:
             if (m_mode == GrowMode::values) y[j] = T(mean);
@@ -426,7 +488,10 @@ class Grower {
   }
 
   /// Norm gain and bias: copies scaled by sqrt(s) (gain) and, before the tied head, divided
-  /// by the copy count; fills get gain 1 and bias 0.
+  /// by the copy count; fills get gain 1 and bias 0. Their gradients: the normalised input of
+  /// a copy is x_hat / sqrt(s) and its readers take the share a (the tied head reads the final
+  /// norm whole), so a gain's gradient scales by a / sqrt(s) (final: 1 / sqrt(s)) and a bias's
+  /// by a (final: 1).
   void norm(const ParamSlot& t, T* out, const Source& s, bool final) const {
     const WidthMap& m = m_plan.residual;
     check_shape(t, {m.to()});
@@ -439,14 +504,18 @@ class Grower {
       }
       if (m_mode == GrowMode::carry && !m.original(j)) continue;
       const double x = double(s.main[m.source(j)]);
-      out[j] = m_mode == GrowMode::values
-                   ? T(x * scale / (final ? double(m.count(m.source(j))) : 1.0))
-                   : T(x);
+      if (m_mode == GrowMode::values) {
+        out[j] = T(x * scale / (final ? double(m.count(m.source(j))) : 1.0));
+      } else {
+        const double a = (final ? 1.0 : m.share(j)) / (gain ? std::sqrt(m_plan.norm_scale()) : 1.0);
+        out[j] = T(gradient_scale(a) * x);
+      }
     }
   }
 
   const GrowthPlan& m_plan;
   GrowMode m_mode;
+  Moment m_moment;
   const ParamArena<T>& m_from;
   const T* m_src;
   const ParamArena<T>& m_to;
@@ -464,14 +533,25 @@ void grow_parameters(const GrowthPlan& plan, const ParamArena<T>& from, ParamAre
 
 /// Maps one optimizer moment `src` (in `from`'s layout) to `dst` (in `to`'s layout).
 template <class T>
-void grow_state(const GrowthPlan& plan, StateGrowth policy, const ParamArena<T>& from, const T* src,
-                const ParamArena<T>& to, T* dst) {
-  if (policy == StateGrowth::reset) {
-    std::fill_n(dst, to.size(), T(0));
-    return;
+void grow_state(const GrowthPlan& plan, StateGrowth policy, Moment moment,
+                const ParamArena<T>& from, const T* src, const ParamArena<T>& to, T* dst) {
+  using detail::GrowMode;
+  GrowMode mode = GrowMode::duplicate;
+  switch (policy) {
+    case StateGrowth::reset:
+      std::fill_n(dst, to.size(), T(0));
+      return;
+    case StateGrowth::carry:
+      mode = GrowMode::carry;
+      break;
+    case StateGrowth::duplicate:
+      mode = GrowMode::duplicate;
+      break;
+    case StateGrowth::gradient:
+      mode = GrowMode::gradient;
+      break;
   }
-  const auto mode = policy == StateGrowth::carry ? detail::GrowMode::carry : detail::GrowMode::duplicate;
-  detail::Grower<T>(plan, mode, from, src, to, dst).run();
+  detail::Grower<T>(plan, mode, from, src, to, dst, moment).run();
 }
 
 }  // namespace bonsai

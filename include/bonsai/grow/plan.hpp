@@ -7,9 +7,11 @@
 // grown arena.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "../core/error.hpp"
 #include "../nn/config.hpp"
@@ -43,7 +45,8 @@ struct GrowthPlan {
   WidthMap residual;  // d_model units
   WidthMap heads;     // key/value head groups (n_kv_head units of n_head / n_kv_head heads)
   WidthMap ffn;       // FFN hidden units
-  WidthMap rank;      // LowRank rank (the identity for other structures)
+  WidthMap rank;      // LowRank and BlockDense rank (empty for other structures)
+  WidthMap inner;     // BlockShuffle's inner width min(D, F): fresh units appended per block
   DepthMap depth;
   GrowthOptions options;
   /// MSLT: how many bottom layers (with the embeddings) stay frozen after this growth, until
@@ -89,16 +92,45 @@ struct GrowthPlan {
 
 namespace detail {
 
-inline void check_structured_map(const char* what, const WidthMap& m, index_t blocks) {
-  const index_t n = m.from() / blocks, n2 = m.to() / blocks;
+/// How a space's units sit in the B blocks of a block-diagonal factor: contiguous (block b
+/// holds units [b n, (b + 1) n) of n = units / B) or interleaved (block b holds units b, b + B,
+/// b + 2B, ...: a BlockShuffle's outputs, and the inputs of its second factor).
+enum class BlockLayout : std::uint8_t { contiguous, interleaved };
+
+/// Block of `unit` in a space of `units` in `blocks` blocks, and its position in the block.
+inline std::pair<index_t, index_t> block_of(BlockLayout layout, index_t unit, index_t units,
+                                            index_t blocks) {
+  if (layout == BlockLayout::contiguous) return {unit / (units / blocks), unit % (units / blocks)};
+  return {unit % blocks, unit / blocks};
+}
+/// The unit at position `local` of block `block`.
+inline index_t unit_of(BlockLayout layout, index_t block, index_t local, index_t units,
+                       index_t blocks) {
+  return layout == BlockLayout::contiguous ? block * (units / blocks) + local
+                                           : local * blocks + block;
+}
+
+/// Every copy of `m` stays in its source unit's block under `layout`.
+inline void check_structured_map(const char* what, const WidthMap& m, index_t blocks,
+                                 BlockLayout layout = BlockLayout::contiguous) {
   BONSAI_CHECK(m.from() % blocks == 0 && m.to() % blocks == 0, "grow: the ", what, " map ",
                m.from(), " -> ", m.to(), " cannot be cut into ", blocks,
                " blocks of the block-diagonal FFN");
-  for (index_t j = 0; j < m.to(); ++j)
-    BONSAI_CHECK(m.source(j) < 0 || m.source(j) / n == j / n2, "grow: the ", what,
-                 " map sends unit ", m.source(j), " (block ", m.source(j) / n, ") to unit ", j,
-                 " (block ", j / n2, "); block-diagonal FFNs need block-aligned maps (WidthMap::tiled "
-                 "or WidthMap::appended with blocks = ", blocks, ")");
+  const bool contiguous = layout == BlockLayout::contiguous;
+  for (index_t j = 0; j < m.to(); ++j) {
+    if (m.source(j) < 0) continue;
+    const index_t from_block = block_of(layout, m.source(j), m.from(), blocks).first;
+    const index_t to_block = block_of(layout, j, m.to(), blocks).first;
+    BONSAI_CHECK(from_block == to_block, "grow: the ", what, " map sends unit ", m.source(j),
+                 " (block ", from_block, ") to unit ", j, " (block ", to_block, ") of the ",
+                 contiguous ? "" : "interleaved ", blocks, " blocks; ",
+                 contiguous ? "block-diagonal FFNs need block-aligned maps (WidthMap::tiled, "
+                              "::appended or ::random with blocks = "
+                            : "BlockShuffle FFNs need maps aligned with both their contiguous and "
+                              "interleaved blocks (WidthMap::tiled, ::appended or ::random with "
+                              "blocks = stride = ",
+                 blocks, contiguous ? ")" : ", and units per block a multiple of the blocks)");
+  }
 }
 
 }  // namespace detail
@@ -179,9 +211,26 @@ inline GrowthPlan make_growth_plan(const GptConfig& from, WidthMap residual, Wid
     detail::check_structured_map("FFN", p.ffn, from.blocks);
     detail::check_structured_map("rank", p.rank, from.blocks);
   }
-  BONSAI_CHECK(from.ffn != FfnKind::blockshuffle,
-               "grow: BlockShuffle FFNs cannot be grown yet (the shuffle between the two "
-               "block-diagonal factors mixes the blocks of the residual and FFN maps)");
+  if (from.ffn == FfnKind::blockshuffle) {
+    // in -> min(in, out) -> out: inputs in contiguous blocks, outputs interleaved, so the
+    // residual and FFN maps must keep every unit in its block under both layouts. New inner
+    // units are fresh rows of the first factor that the second reads with 0.
+    using detail::BlockLayout;
+    const index_t nb = from.blocks;
+    for (const auto& [what, m] :
+         {std::pair<const char*, const WidthMap*>{"residual", &p.residual}, {"FFN", &p.ffn}}) {
+      detail::check_structured_map(what, *m, nb, BlockLayout::contiguous);
+      detail::check_structured_map(what, *m, nb, BlockLayout::interleaved);
+    }
+    BONSAI_CHECK(
+        !p.residual.has(Fill::avg),
+        "grow: a BlockShuffle FFN cannot write the residual "
+        "stream's avg-filled units (each output reads one block); grow a LayerNorm model's "
+        "d_model by a whole multiple, or use RMSNorm (zero fill)");
+    p.inner = WidthMap::appended(std::min(from.d_model, from.ffn_width()),
+                                 std::min(to.d_model, to.ffn_width()), Fill::fresh, nb);
+    detail::check_structured_map("inner", p.inner, nb, BlockLayout::interleaved);
+  }
   BONSAI_CHECK(from.ffn == FfnKind::lowrank || from.ffn == FfnKind::blockdense ||
                    p.rank.from() == 0 || p.rank.is_identity(),
                "grow: only LowRank and BlockDense FFNs grow in rank");

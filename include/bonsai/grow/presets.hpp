@@ -97,7 +97,11 @@ inline WidthMap rank_map(const GptConfig& c, index_t r) {
 inline GrowthPlan make_preset(GrowthMethod method, const GptConfig& from, const GrowthTarget& target,
                               const PresetOptions& o = {}) {
   const detail::ResolvedTarget t = detail::resolve(from, target);
-  const index_t blocks = from.ffn == FfnKind::blockdense ? from.blocks : 1;
+  // Block-diagonal FFNs keep every copy in its block (BlockShuffle: its contiguous input and
+  // interleaved output blocks both).
+  const bool shuffle = from.ffn == FfnKind::blockshuffle;
+  const index_t blocks = from.ffn == FfnKind::blockdense || shuffle ? from.blocks : 1;
+  const index_t stride = shuffle ? blocks : 1;
   // A dense layer 0 in a structured model only ever copies itself.
   const index_t first = from.structured_ffn(0) != from.structured_ffn(from.n_layer - 1) ? 1 : 0;
   GrowthOptions opt;
@@ -106,9 +110,9 @@ inline GrowthPlan make_preset(GrowthMethod method, const GptConfig& from, const 
   opt.split_noise = o.split_noise < 0 ? 0.0 : o.split_noise;
   Rng rng(o.seed);
   auto random_maps = [&](GrowthOptions g, DepthMap depth) {
-    WidthMap res = WidthMap::random(from.d_model, t.d, rng);
+    WidthMap res = WidthMap::random(from.d_model, t.d, rng, blocks, stride);
     WidthMap heads = WidthMap::random(from.kv_heads(), t.groups, rng);
-    WidthMap ffn = WidthMap::random(from.ffn_width(), t.f, rng);
+    WidthMap ffn = WidthMap::random(from.ffn_width(), t.f, rng, blocks, stride);
     return make_growth_plan(from, std::move(res), std::move(heads), std::move(ffn), std::move(depth),
                             g, detail::rank_map(from, t.r));
   };
@@ -149,9 +153,9 @@ inline GrowthPlan make_preset(GrowthMethod method, const GptConfig& from, const 
     }
     case GrowthMethod::msg:
       opt.masked = true;
-      return make_growth_plan(from, WidthMap::appended(from.d_model, t.d, Fill::fresh),
+      return make_growth_plan(from, WidthMap::appended(from.d_model, t.d, Fill::fresh, blocks),
                               WidthMap::appended(from.kv_heads(), t.groups, Fill::fresh),
-                              WidthMap::appended(from.ffn_width(), t.f, Fill::fresh),
+                              WidthMap::appended(from.ffn_width(), t.f, Fill::fresh, blocks),
                               DepthMap::stack(from.n_layer, t.l, first), opt,
                               detail::rank_map(from, t.r));
   }

@@ -94,12 +94,28 @@ class WidthMap {
   }
 
   /// Net2Net's random map: target j < from keeps unit j, every other target copies a source unit
-  /// drawn uniformly (so copy counts differ).
-  static WidthMap random(index_t from, index_t to, Rng& rng) {
+  /// drawn uniformly (so copy counts differ). In `blocks` equal blocks, each block's units then
+  /// its new ones, which copy units of their own block; with `stride` > 1 new unit o of a block
+  /// copies a unit whose position is o mod stride (BlockShuffle: blocks = stride = B keeps both
+  /// its contiguous and interleaved blocks).
+  static WidthMap random(index_t from, index_t to, Rng& rng, index_t blocks = 1,
+                         index_t stride = 1) {
     BONSAI_CHECK(to >= from, "WidthMap::random: cannot shrink ", from, " units to ", to);
+    BONSAI_CHECK(blocks > 0 && from % blocks == 0 && to % blocks == 0, "WidthMap::random: ", from,
+                 " -> ", to, " units cannot be cut into ", blocks, " equal blocks");
+    const index_t n = from / blocks, m = to / blocks;
+    BONSAI_CHECK(stride > 0 && n % stride == 0, "WidthMap::random: ", n,
+                 " units per block are not a multiple of the stride ", stride);
     std::vector<index_t> src(static_cast<std::size_t>(to));
-    for (index_t j = 0; j < to; ++j)
-      src[std::size_t(j)] = j < from ? j : std::min(from - 1, index_t(rng.uniform() * double(from)));
+    for (index_t b = 0; b < blocks; ++b)
+      for (index_t o = 0; o < m; ++o) {
+        index_t local = o;
+        if (o >= n) {
+          const index_t count = n / stride;
+          local = o % stride + stride * std::min(count - 1, index_t(rng.uniform() * double(count)));
+        }
+        src[std::size_t(b * m + o)] = b * n + local;
+      }
     return WidthMap(from, std::move(src), std::vector<Fill>(std::size_t(to), Fill::copy));
   }
 

@@ -191,15 +191,16 @@ AdamW<T> grow_optimizer(const GrowthPlan& plan, StateGrowth policy, const AdamW<
   BONSAI_CHECK(opt.size() == from.size(), "grow_optimizer: the optimizer holds ", opt.size(),
                " scalars but the source model has ", from.size());
   AdamW<T> next(to, opt.config());
-  grow_state(plan, policy, from, opt.m().data(), to, next.m().data());
-  grow_state(plan, policy, from, opt.v().data(), to, next.v().data());
+  grow_state(plan, policy, Moment::first, from, opt.m().data(), to, next.m().data());
+  grow_state(plan, policy, Moment::second, from, opt.v().data(), to, next.v().data());
   next.set_step_count(policy == StateGrowth::reset ? 0 : opt.step_count());
   return next;
 }
 
 inline StateGrowth parse_state_growth(std::string_view s) {
   return detail::parse_kind(s, "optimizer state policy",
-                            {StateGrowth::reset, StateGrowth::carry, StateGrowth::duplicate});
+                            {StateGrowth::reset, StateGrowth::carry, StateGrowth::duplicate,
+                             StateGrowth::gradient});
 }
 
 inline LayerInit parse_new_layers(std::string_view s) {
