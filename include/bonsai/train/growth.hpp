@@ -16,6 +16,7 @@
 #include "../grow/apply.hpp"
 #include "../grow/presets.hpp"
 #include "adamw.hpp"
+#include "flag_parse.hpp"
 #include "lr_schedule.hpp"
 
 namespace bonsai {
@@ -27,28 +28,6 @@ struct GrowthStage {
   GrowthTarget target;
 };
 
-namespace detail {
-inline index_t parse_size(std::string_view s, std::string_view what) {
-  index_t v = 0;
-  BONSAI_CHECK(!s.empty(), "--grow: ", what, " has no value");
-  for (char c : s) {
-    BONSAI_CHECK(c >= '0' && c <= '9', "--grow: ", what, " = '", s, "' is not a non-negative integer");
-    BONSAI_CHECK(v < (index_t(1) << 40), "--grow: ", what, " = '", s, "' is too large");
-    v = v * 10 + (c - '0');
-  }
-  return v;
-}
-inline std::vector<std::string_view> split(std::string_view s, char sep) {
-  std::vector<std::string_view> out;
-  for (std::size_t b = 0;;) {
-    const std::size_t e = s.find(sep, b);
-    out.push_back(s.substr(b, e == std::string_view::npos ? s.npos : e - b));
-    if (e == std::string_view::npos) return out;
-    b = e + 1;
-  }
-}
-}  // namespace detail
-
 /// Parses "STEP:METHOD:key=value,...;STEP:..." with keys d (d_model), heads, ffn, layers and
 /// rank, e.g. "300:lemon:d=256,heads=4,layers=4;600:stackbert:layers=8". Steps must increase.
 inline std::vector<GrowthStage> parse_growth_schedule(std::string_view text) {
@@ -59,13 +38,13 @@ inline std::vector<GrowthStage> parse_growth_schedule(std::string_view text) {
     BONSAI_CHECK(parts.size() == 3, "--grow: '", item,
                  "' is not STEP:METHOD:key=value,... (e.g. 300:lemon:d=256,layers=4)");
     GrowthStage st;
-    st.at = detail::parse_size(parts[0], "the step");
+    st.at = detail::parse_size(parts[0], "--grow", "the step");
     st.method = parse_growth_method(parts[1]);
     for (std::string_view kv : detail::split(parts[2], ',')) {
       const std::size_t eq = kv.find('=');
       BONSAI_CHECK(eq != std::string_view::npos, "--grow: '", kv, "' is not key=value");
       const std::string_view key = kv.substr(0, eq), value = kv.substr(eq + 1);
-      const index_t v = detail::parse_size(value, key);
+      const index_t v = detail::parse_size(value, "--grow", key);
       if (key == "d") st.target.d_model = v;
       else if (key == "heads") st.target.n_head = v;
       else if (key == "ffn") st.target.ffn_dim = v;
@@ -151,7 +130,7 @@ struct GrowthLr {
     if (s == "keep") return {};
     if (s == "rewind") return {Kind::rewind, 0};
     if (s.starts_with("rewarm:")) {
-      const index_t n = detail::parse_size(s.substr(7), "rewarm steps");
+      const index_t n = detail::parse_size(s.substr(7), "--grow-lr", "rewarm steps");
       BONSAI_CHECK(n > 0, "--grow-lr rewarm:N needs N > 0");
       return {Kind::rewarm, n};
     }
