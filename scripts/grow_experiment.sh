@@ -27,15 +27,20 @@ out=runs/grow
 mkdir -p "$out"
 common=(--train "data/brown/gpt2/train_*.bin" --val "data/brown/gpt2/val_*.bin" --tokenizer data/gpt2
         --seq-len 128 --batch 8 --steps "$steps" --warmup 20 --lr 1.5e-3 --ffn dense
-        --shuffle --sample-tokens 0 --keep-ckpts 1 --eval-every $((steps / 16)) --eval-batches 16 --threads "${THREADS:-0}")
+        --shuffle --sample-tokens 0 --keep-ckpts 1 --ckpt-every $((steps / 8)) --eval-every $((steps / 16)) --eval-batches 16 --threads "${THREADS:-0}")
 target=d=256,heads=4,layers=6
 growth=(--grow-state carry --grow-lr keep --msg-steps $((steps / 8)) --mslt-steps $((steps / 8)))
 
+# A finished run is kept; a stopped one resumes from its last checkpoint, so the script can be
+# run again after an interruption and only does what is left.
 run() {
   local name=$1; shift
-  rm -rf "${out:?}/$name"
-  echo "== $name"
-  "$bin/train_gpt" "${common[@]}" --out "$out/$name" "$@" | tee "$out/$name.log" | grep -v '^step *[0-9]*/'
+  local resume=()
+  if grep -qs '^validation loss' "$out/$name.log"; then echo "== $name (done)"; return; fi
+  if compgen -G "$out/$name/ckpt_*[0-9]" > /dev/null; then resume=(--resume); else rm -rf "${out:?}/$name"; fi
+  echo "== $name ${resume[*]}"
+  "$bin/train_gpt" "${common[@]}" --out "$out/$name" "${resume[@]}" "$@" | tee -a "$out/$name.log" |
+    grep -v '^step *[0-9]*/'
 }
 run scratch --layers 6 --d-model 256 --heads 4
 for m in "${methods[@]}"; do
