@@ -8,13 +8,16 @@
 #pragma once
 
 #include <cmath>
+#include <span>
 #include <string>
+#include <vector>
 
 #include "../backend/cpu.hpp"
 #include "arena.hpp"
 #include "config.hpp"
 #include "ffn_structure.hpp"
 #include "growth_mask.hpp"
+#include "../sparse/restrict.hpp"
 
 namespace bonsai {
 
@@ -34,6 +37,8 @@ class Mlp {
     Workspace<T> u, g, h;  // (N, F): up(x) + b, gate(x) + b (swiglu), the activation
     Workspace<T> dh, du, dg, dx2;  // gradients: (N, F) x 3, (N, d)
     const T* mask = nullptr;       // (F) or null, the forward's mask
+    std::vector<index_t> kept;     // the forward's kept channels (empty: all)
+    Workspace<T> kept_values, kept_grads, kept_mask;  // their compact parameters, gradients, mask
   };
 
   Mlp(const Up& up, const Down& down, ActKind act) : m_up(up), m_gate(up), m_down(down), m_act(act) {
@@ -62,79 +67,63 @@ class Mlp {
     init_ffn_map(arena.bind_values(m_down, m_down_off), rng, down_std);
   }
 
-  /// y = mlp(x): x, y (N, d); `mask` (F) or null, kept for backward.
+  /// y = mlp(x): x, y (N, d); `mask` (F) or null, kept for backward. With a kept set S
+  /// (increasing channel indices; empty: all), only those channels are computed, here and in
+  /// backward: y = down[:, S](act(up[S, :] x + b_up[S])) + b_down, the other channels' weights
+  /// get exactly zero gradient, and the FLOPs shrink with |S| (sparsity-accelerated training;
+  /// Dense and LowRank maps only).
   void forward(ParamArena<T>& arena, Context& ctx, const MatrixView<const T, Host>& x,
-               const MatrixView<T, Host>& y, const T* mask = nullptr) const {
-    const index_t n = x.rows(), f = hidden();
-    const auto h = ctx.h.matrix(n, f);  // (N, F)
+               const MatrixView<T, Host>& y, const T* mask = nullptr,
+               std::span<const index_t> kept = {}) const {
+    ctx.kept.assign(kept.begin(), kept.end());
     ctx.mask = mask;
-    if (m_act == ActKind::gelu && mask) {  // unfused: u = c (up(x) + b) is kept for backward
-      const auto u = ctx.u.matrix(n, f);  // (N, F)
-      bonsai::forward(arena.bind_values(m_up, m_up_off), x, u, ctx.up,
-                      epilogue::Bias<T>{bias(arena, m_up_bias, f)});
-      detail::mask_columns(u, mask);
-      parallel_for(n * f, [&](index_t i) { h.data()[i] = epilogue::gelu(u.data()[i]); });
-    } else if (m_act == ActKind::gelu) {
-      bonsai::forward(arena.bind_values(m_up, m_up_off), x, h, ctx.up,
-                      epilogue::BiasGelu<T>{bias(arena, m_up_bias, f)});
+    if (kept.empty()) return run_forward(full(arena.values()), ctx, x, y);
+    if constexpr (restrictable_v<Up> && restrictable_v<Down>) {
+      const Compact c = compact(index_t(kept.size()));
+      T* v = ctx.kept_values.reserve(c.size);
+      gather_params(m_up, Side::outputs, kept, arena.values() + m_up_off, v + c.up_at);
+      if (m_act == ActKind::swiglu)
+        gather_params(m_gate, Side::outputs, kept, arena.values() + m_gate_off, v + c.gate_at);
+      gather_params(m_down, Side::inputs, kept, arena.values() + m_down_off, v + c.down_at);
+      for (std::size_t i = 0; i < kept.size(); ++i) {
+        v[c.b_up + index_t(i)] = arena.values()[m_up_bias + kept[i]];
+        if (m_act == ActKind::swiglu) v[c.b_gate + index_t(i)] = arena.values()[m_gate_bias + kept[i]];
+      }
+      if (mask) {
+        T* m = ctx.kept_mask.reserve(index_t(kept.size()));
+        for (std::size_t i = 0; i < kept.size(); ++i) m[i] = mask[kept[i]];
+        ctx.mask = m;
+      }
+      return run_forward(c.bind(v, arena.values() + m_down_bias, width()), ctx, x, y);
     } else {
-      const auto u = ctx.u.matrix(n, f), g = ctx.g.matrix(n, f);  // (N, F)
-      bonsai::forward(arena.bind_values(m_up, m_up_off), x, u, ctx.up,
-                      epilogue::Bias<T>{bias(arena, m_up_bias, f)});
-      bonsai::forward(arena.bind_values(m_gate, m_gate_off), x, g, ctx.gate,
-                      epilogue::Bias<T>{bias(arena, m_gate_bias, f)});
-      if (mask) detail::mask_columns(g, mask);
-      parallel_for(n * f, [&](index_t i) {
-        const T a = g.data()[i];
-        h.data()[i] = a / (T(1) + std::exp(-a)) * u.data()[i];
-      });
+      fail_unrestrictable();
     }
-    bonsai::forward(arena.bind_values(m_down, m_down_off), MatrixView<const T, Host>(h), y,
-                    ctx.down, epilogue::Bias<T>{bias(arena, m_down_bias, width())});
   }
 
-  /// dx = dL/dx (assigned) from dy (N, d); parameter gradients +=.
+  /// dx = dL/dx (assigned) from dy (N, d); parameter gradients +=, only on the forward's kept
+  /// channels when it had a kept set.
   void backward(ParamArena<T>& arena, Context& ctx, const MatrixView<const T, Host>& dy,
                 const MatrixView<T, Host>& dx) const {
-    const index_t n = dy.rows(), f = hidden();
-    const auto dh = ctx.dh.matrix(n, f);  // (N, F)
-    bonsai::backward(arena.bind_values(m_down, m_down_off), ctx.down, dy, dh,
-                     arena.bind_grads(m_down, m_down_off),
-                     epilogue::Bias<T>{bias(arena, m_down_bias, width()),
-                                       dbias(arena, m_down_bias, width())});
-    if (m_act == ActKind::gelu && ctx.mask) {
-      const auto u = ctx.u.matrix(n, f), du = ctx.du.matrix(n, f);  // (N, F)
-      parallel_for(n * f, [&](index_t i) {
-        du.data()[i] = dh.data()[i] * epilogue::gelu_grad(u.data()[i]);
-      });
-      detail::mask_columns(du, ctx.mask);
-      bonsai::backward(arena.bind_values(m_up, m_up_off), ctx.up, MatrixView<const T, Host>(du),
-                       dx, arena.bind_grads(m_up, m_up_off),
-                       epilogue::Bias<T>{bias(arena, m_up_bias, f), dbias(arena, m_up_bias, f)});
-      return;
+    if (ctx.kept.empty())
+      return run_backward(full(arena.values()), full(arena.grads()), ctx, dy, dx);
+    if constexpr (restrictable_v<Up> && restrictable_v<Down>) {
+      const std::span<const index_t> kept = ctx.kept;
+      const Compact c = compact(index_t(kept.size()));
+      T* g = ctx.kept_grads.reserve(c.size);
+      std::fill_n(g, c.size, T(0));
+      run_backward(c.bind(ctx.kept_values.data(), arena.values() + m_down_bias, width()),
+                   c.bind(g, arena.grads() + m_down_bias, width()), ctx, dy, dx);
+      scatter_add_params(m_up, Side::outputs, kept, g + c.up_at, arena.grads() + m_up_off);
+      if (m_act == ActKind::swiglu)
+        scatter_add_params(m_gate, Side::outputs, kept, g + c.gate_at, arena.grads() + m_gate_off);
+      scatter_add_params(m_down, Side::inputs, kept, g + c.down_at, arena.grads() + m_down_off);
+      for (std::size_t i = 0; i < kept.size(); ++i) {
+        arena.grads()[m_up_bias + kept[i]] += g[c.b_up + index_t(i)];
+        if (m_act == ActKind::swiglu) arena.grads()[m_gate_bias + kept[i]] += g[c.b_gate + index_t(i)];
+      }
+    } else {
+      fail_unrestrictable();
     }
-    if (m_act == ActKind::gelu) {
-      bonsai::backward(arena.bind_values(m_up, m_up_off), ctx.up, MatrixView<const T, Host>(dh),
-                       dx, arena.bind_grads(m_up, m_up_off),
-                       epilogue::BiasGelu<T>{bias(arena, m_up_bias, f), dbias(arena, m_up_bias, f)});
-      return;
-    }
-    const auto u = ctx.u.matrix(n, f), g = ctx.g.matrix(n, f);       // (N, F)
-    const auto du = ctx.du.matrix(n, f), dg = ctx.dg.matrix(n, f);   // (N, F)
-    parallel_for(n * f, [&](index_t i) {
-      const T a = g.data()[i], s = T(1) / (T(1) + std::exp(-a)), d = dh.data()[i];
-      du.data()[i] = d * a * s;
-      dg.data()[i] = d * u.data()[i] * s * (T(1) + a * (T(1) - s));
-    });
-    if (ctx.mask) detail::mask_columns(dg, ctx.mask);
-    bonsai::backward(arena.bind_values(m_up, m_up_off), ctx.up, MatrixView<const T, Host>(du), dx,
-                     arena.bind_grads(m_up, m_up_off),
-                     epilogue::Bias<T>{bias(arena, m_up_bias, f), dbias(arena, m_up_bias, f)});
-    const auto dx2 = ctx.dx2.matrix(n, width());  // (N, d)
-    bonsai::backward(arena.bind_values(m_gate, m_gate_off), ctx.gate, MatrixView<const T, Host>(dg),
-                     dx2, arena.bind_grads(m_gate, m_gate_off),
-                     epilogue::Bias<T>{bias(arena, m_gate_bias, f), dbias(arena, m_gate_bias, f)});
-    as_eigen(dx) += as_eigen(dx2);
   }
 
   index_t width() const noexcept { return m_up.in_features(); }
@@ -166,12 +155,130 @@ class Mlp {
   Down down(ParamArena<T>& arena) const { return arena.bind_values(m_down, m_down_off); }
 
  private:
-  static VectorView<const T> bias(ParamArena<T>& arena, index_t off, index_t n) {
-    return VectorView<const T>(arena.values() + off, {n});
+  /// The maps and biases a pass runs on, bound to values or to gradients: the arena's (all
+  /// channels) or the kept channels' compact copies.
+  template <class S>
+  struct Bound {
+    Up up, gate;
+    Down down;
+    VectorView<S> b_up, b_gate, b_down;
+  };
+
+  /// The arena's maps and biases bound to `base` (its values or its gradients).
+  Bound<T> full(T* base) const {
+    Bound<T> b{m_up, m_gate, m_down, {}, {}, {}};
+    b.up.bind(base + m_up_off);
+    if (m_act == ActKind::swiglu) b.gate.bind(base + m_gate_off);
+    b.down.bind(base + m_down_off);
+    b.b_up = VectorView<T>(base + m_up_bias, {hidden()});
+    if (m_act == ActKind::swiglu) b.b_gate = VectorView<T>(base + m_gate_bias, {hidden()});
+    b.b_down = VectorView<T>(base + m_down_bias, {width()});
+    return b;
   }
-  static VectorView<T> dbias(ParamArena<T>& arena, index_t off, index_t n) {
-    return VectorView<T>(arena.grads() + off, {n});
+
+  /// The kept channels' compact parameters, back to back in one buffer: up (k outputs) | gate |
+  /// down (k inputs) | up bias (k) | gate bias (k); the down bias is shared whole.
+  struct Compact {
+    Up up, gate;
+    Down down;
+    index_t k = 0, up_at = 0, gate_at = 0, down_at = 0, b_up = 0, b_gate = 0, size = 0;
+
+    /// Bound to the compact buffer `base` and the full down bias `b_down` (width).
+    Bound<T> bind(T* base, T* b_down, index_t width) const {
+      Bound<T> b{up, gate, down, {}, {}, {}};
+      b.up.bind(base + up_at);
+      b.gate.bind(base + gate_at);
+      b.down.bind(base + down_at);
+      b.b_up = VectorView<T>(base + b_up, {k});
+      b.b_gate = VectorView<T>(base + b_gate, {k});
+      b.b_down = VectorView<T>(b_down, {width});
+      return b;
+    }
+  };
+
+  Compact compact(index_t k) const {
+    Compact c{restricted(m_up, Side::outputs, k), restricted(m_gate, Side::outputs, k),
+              restricted(m_down, Side::inputs, k)};
+    c.k = k;
+    const bool gated = m_act == ActKind::swiglu;
+    c.gate_at = c.up_at + c.up.param_count();
+    c.down_at = c.gate_at + (gated ? c.gate.param_count() : 0);
+    c.b_up = c.down_at + c.down.param_count();
+    c.b_gate = c.b_up + k;
+    c.size = c.b_gate + (gated ? k : 0);
+    return c;
   }
+
+  [[noreturn]] static void fail_unrestrictable() {
+    detail::fail("Mlp: only Dense and LowRank FFNs compute a subset of their channels (a kept set "
+                 "would leave a block-diagonal map with blocks of unequal sizes)");
+  }
+
+  void run_forward(const Bound<T>& b, Context& ctx, const MatrixView<const T, Host>& x,
+                   const MatrixView<T, Host>& y) const {
+    const index_t n = x.rows(), f = b.up.out_features();
+    const auto h = ctx.h.matrix(n, f);  // (N, F)
+    const T* mask = ctx.mask;
+    const VectorView<const T> b_up(b.b_up.data(), {f}), b_gate(b.b_gate.data(), {f}),
+        b_down(b.b_down.data(), {width()});
+    if (m_act == ActKind::gelu && mask) {  // unfused: u = c (up(x) + b) is kept for backward
+      const auto u = ctx.u.matrix(n, f);  // (N, F)
+      bonsai::forward(b.up, x, u, ctx.up, epilogue::Bias<T>{b_up});
+      detail::mask_columns(u, mask);
+      parallel_for(n * f, [&](index_t i) { h.data()[i] = epilogue::gelu(u.data()[i]); });
+    } else if (m_act == ActKind::gelu) {
+      bonsai::forward(b.up, x, h, ctx.up, epilogue::BiasGelu<T>{b_up});
+    } else {
+      const auto u = ctx.u.matrix(n, f), g = ctx.g.matrix(n, f);  // (N, F)
+      bonsai::forward(b.up, x, u, ctx.up, epilogue::Bias<T>{b_up});
+      bonsai::forward(b.gate, x, g, ctx.gate, epilogue::Bias<T>{b_gate});
+      if (mask) detail::mask_columns(g, mask);
+      parallel_for(n * f, [&](index_t i) {
+        const T a = g.data()[i];
+        h.data()[i] = a / (T(1) + std::exp(-a)) * u.data()[i];
+      });
+    }
+    bonsai::forward(b.down, MatrixView<const T, Host>(h), y, ctx.down, epilogue::Bias<T>{b_down});
+  }
+
+  void run_backward(const Bound<T>& b, const Bound<T>& g, Context& ctx,
+                    const MatrixView<const T, Host>& dy, const MatrixView<T, Host>& dx) const {
+    const index_t n = dy.rows(), f = b.up.out_features();
+    const auto dh = ctx.dh.matrix(n, f);  // (N, F)
+    const VectorView<const T> b_up(b.b_up.data(), {f}), b_gate(b.b_gate.data(), {f}),
+        b_down(b.b_down.data(), {width()});
+    bonsai::backward(b.down, ctx.down, dy, dh, g.down, epilogue::Bias<T>{b_down, g.b_down});
+    if (m_act == ActKind::gelu && ctx.mask) {
+      const auto u = ctx.u.matrix(n, f), du = ctx.du.matrix(n, f);  // (N, F)
+      parallel_for(n * f, [&](index_t i) {
+        du.data()[i] = dh.data()[i] * epilogue::gelu_grad(u.data()[i]);
+      });
+      detail::mask_columns(du, ctx.mask);
+      bonsai::backward(b.up, ctx.up, MatrixView<const T, Host>(du), dx, g.up,
+                       epilogue::Bias<T>{b_up, g.b_up});
+      return;
+    }
+    if (m_act == ActKind::gelu) {
+      bonsai::backward(b.up, ctx.up, MatrixView<const T, Host>(dh), dx, g.up,
+                       epilogue::BiasGelu<T>{b_up, g.b_up});
+      return;
+    }
+    const auto u = ctx.u.matrix(n, f), gt = ctx.g.matrix(n, f);     // (N, F)
+    const auto du = ctx.du.matrix(n, f), dg = ctx.dg.matrix(n, f);  // (N, F)
+    parallel_for(n * f, [&](index_t i) {
+      const T a = gt.data()[i], s = T(1) / (T(1) + std::exp(-a)), d = dh.data()[i];
+      du.data()[i] = d * a * s;
+      dg.data()[i] = d * u.data()[i] * s * (T(1) + a * (T(1) - s));
+    });
+    if (ctx.mask) detail::mask_columns(dg, ctx.mask);
+    bonsai::backward(b.up, ctx.up, MatrixView<const T, Host>(du), dx, g.up,
+                     epilogue::Bias<T>{b_up, g.b_up});
+    const auto dx2 = ctx.dx2.matrix(n, width());  // (N, d)
+    bonsai::backward(b.gate, ctx.gate, MatrixView<const T, Host>(dg), dx2, g.gate,
+                     epilogue::Bias<T>{b_gate, g.b_gate});
+    as_eigen(dx) += as_eigen(dx2);
+  }
+
 
   Up m_up, m_gate;
   Down m_down;
