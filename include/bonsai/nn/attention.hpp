@@ -5,9 +5,16 @@
 //   y = o Wproj^T + b_proj       (N, d).
 // Parameters "<prefix>qkv.weight" (A + 2KV, d), "qkv.bias", "proj.weight" (d, A), "proj.bias".
 // An optional growth mask (A + 2KV) scales the q, k, v columns (nn/growth_mask.hpp).
+// An optional kept set S of query heads (sparsity-accelerated training) computes only those
+// heads: y = sum_{h in S} Wproj[:, h] o_h + b_proj, forward and backward, through compact
+// copies of their q, k, v rows and output columns; each kept head brings its own copy of its
+// key/value head, so under GQA a group with several kept heads projects its k, v once per kept
+// head (correct; the saving is in the heads that are left out).
 #pragma once
 
+#include <span>
 #include <string>
+#include <vector>
 
 #include "../backend/cpu.hpp"
 #include "../backend/cpu/attention.hpp"
@@ -31,6 +38,9 @@ class Attention {
     Workspace<T> dqkv, dout;
     cpu::AttentionShape shape{};
     const T* mask = nullptr;  // (A + 2KV) or null, the forward's q, k, v mask
+    // Kept heads: the qkv rows they read, and compact weights, biases, gradients and mask.
+    std::vector<index_t> kept, rows;  // (k), (3 k hd)
+    Workspace<T> kept_values, kept_grads, kept_mask;
   };
 
   Attention(const GptConfig& c)
@@ -53,45 +63,80 @@ class Attention {
   }
 
   /// y (B*T, d) = attention(x (B*T, d)) over `batch` sequences of length `seq`; `mask`
-  /// (A + 2KV) or null scales q, k and v.
+  /// (A + 2KV) or null scales q, k and v; `kept` (increasing query heads; empty: all) limits
+  /// the work, here and in backward, to those heads.
   void forward(ParamArena<T>& arena, Context& ctx, const MatrixView<const T, Host>& x,
-               const MatrixView<T, Host>& y, index_t batch, index_t seq,
-               const T* mask = nullptr) const {
+               const MatrixView<T, Host>& y, index_t batch, index_t seq, const T* mask = nullptr,
+               std::span<const index_t> kept = {}) const {
     const index_t n = x.rows();
     BONSAI_CHECK(n == batch * seq, "Attention: x has ", n, " rows but batch ", batch, " x seq ",
                  seq, " = ", batch * seq);
-    ctx.shape = cpu::AttentionShape{batch, seq, m_heads, m_kv_heads, m_head_dim};
-    const auto qkv = ctx.qkv.matrix(n, m_qkv.out_features());  // (N, A + 2KV)
-    bonsai::forward(arena.bind_values(m_qkv, m_qkv_off), x, qkv, ctx.qkv_ctx,
-                    epilogue::Bias<T>{vec(arena.values(), m_qkv_bias, m_qkv.out_features())});
     ctx.mask = mask;
-    if (mask) detail::mask_columns(qkv, mask);
-    if (m_rope) cpu::rope_forward(qkv, ctx.shape, m_table, index_t(0));
-    const auto out = ctx.out.matrix(n, m_proj.in_features());  // (N, A)
-    cpu::attention_forward(ctx.shape, MatrixView<const T, Host>(qkv), out, ctx.probs);
-    bonsai::forward(arena.bind_values(m_proj, m_proj_off), MatrixView<const T, Host>(out), y,
-                    ctx.proj_ctx, epilogue::Bias<T>{vec(arena.values(), m_proj_bias, m_width)});
+    ctx.kept.assign(kept.begin(), kept.end());
+    if (kept.empty()) {
+      ctx.shape = cpu::AttentionShape{batch, seq, m_heads, m_kv_heads, m_head_dim};
+      return run_forward(full(arena.values()), ctx, x, y);
+    }
+    const index_t k = index_t(kept.size());
+    ctx.shape = cpu::AttentionShape{batch, seq, k, k, m_head_dim};
+    kept_rows(ctx);
+    const Compact c = compact(k);
+    T* v = ctx.kept_values.reserve(c.size);
+    const index_t d = m_width, A = m_proj.in_features(), hd = m_head_dim;
+    const T* qkv_w = arena.values() + m_qkv_off;
+    const T* qkv_b = arena.values() + m_qkv_bias;
+    const T* proj_w = arena.values() + m_proj_off;
+    const index_t r = index_t(ctx.rows.size());
+    parallel_for(r, [&](index_t i) {
+      const index_t row = ctx.rows[std::size_t(i)];
+      std::copy_n(qkv_w + row * d, d, v + c.qkv + i * d);
+      v[c.qkv_bias + i] = qkv_b[row];
+    });
+    parallel_for(d, [&](index_t o) {  // proj (d, k hd): the kept heads' columns
+      for (index_t j = 0; j < k; ++j)
+        std::copy_n(proj_w + o * A + ctx.kept[std::size_t(j)] * hd, hd,
+                    v + c.proj + o * k * hd + j * hd);
+    });
+    if (mask) {
+      T* m = ctx.kept_mask.reserve(r);
+      for (index_t i = 0; i < r; ++i) m[i] = mask[ctx.rows[std::size_t(i)]];
+      ctx.mask = m;
+    }
+    run_forward(c.bind(v, arena.values() + m_proj_bias), ctx, x, y);
   }
 
-  /// dx = dL/dx (assigned) from dy (N, d); parameter gradients +=.
+  /// dx = dL/dx (assigned) from dy (N, d); parameter gradients +=, only on the forward's kept
+  /// heads when it had a kept set.
   void backward(ParamArena<T>& arena, Context& ctx, const MatrixView<const T, Host>& dy,
                 const MatrixView<T, Host>& dx) const {
-    const index_t n = dy.rows();
-    const auto dout = ctx.dout.matrix(n, m_proj.in_features());  // (N, A)
-    bonsai::backward(arena.bind_values(m_proj, m_proj_off), ctx.proj_ctx, dy, dout,
-                     arena.bind_grads(m_proj, m_proj_off),
-                     epilogue::Bias<T>{vec(arena.values(), m_proj_bias, m_width),
-                                       vec(arena.grads(), m_proj_bias, m_width)});
-    const auto dqkv = ctx.dqkv.matrix(n, m_qkv.out_features());  // (N, A + 2KV)
-    const auto qkv = ctx.qkv.matrix(n, m_qkv.out_features());
-    cpu::attention_backward(ctx.shape, MatrixView<const T, Host>(qkv), ctx.probs,
-                            MatrixView<const T, Host>(dout), dqkv);
-    if (m_rope) cpu::rope_backward(dqkv, ctx.shape, m_table, index_t(0));
-    if (ctx.mask) detail::mask_columns(dqkv, ctx.mask);
-    bonsai::backward(arena.bind_values(m_qkv, m_qkv_off), ctx.qkv_ctx,
-                     MatrixView<const T, Host>(dqkv), dx, arena.bind_grads(m_qkv, m_qkv_off),
-                     epilogue::Bias<T>{vec(arena.values(), m_qkv_bias, m_qkv.out_features()),
-                                       vec(arena.grads(), m_qkv_bias, m_qkv.out_features())});
+    if (ctx.kept.empty())
+      return run_backward(full(arena.values()), full(arena.grads()), ctx, dy, dx);
+    const index_t k = index_t(ctx.kept.size());
+    const Compact c = compact(k);
+    T* g = ctx.kept_grads.reserve(c.size);
+    std::fill_n(g, c.size, T(0));
+    run_backward(c.bind(ctx.kept_values.data(), arena.values() + m_proj_bias),
+                 c.bind(g, arena.grads() + m_proj_bias), ctx, dy, dx);
+    const index_t d = m_width, A = m_proj.in_features(), hd = m_head_dim;
+    T* qkv_w = arena.grads() + m_qkv_off;
+    T* qkv_b = arena.grads() + m_qkv_bias;
+    T* proj_w = arena.grads() + m_proj_off;
+    // Rows repeat under GQA (a key/value head per kept query head), so they are added one
+    // after another; within a row, in parallel over columns.
+    for (std::size_t i = 0; i < ctx.rows.size(); ++i) {
+      const index_t row = ctx.rows[i];
+      const T* src = g + c.qkv + index_t(i) * d;
+      T* dst = qkv_w + row * d;
+      for (index_t e = 0; e < d; ++e) dst[e] += src[e];
+      qkv_b[row] += g[c.qkv_bias + index_t(i)];
+    }
+    parallel_for(d, [&](index_t o) {
+      for (index_t j = 0; j < k; ++j) {
+        const T* src = g + c.proj + o * k * hd + j * hd;
+        T* dst = proj_w + o * A + ctx.kept[std::size_t(j)] * hd;
+        for (index_t e = 0; e < hd; ++e) dst[e] += src[e];
+      }
+    });
   }
 
   /// Decoding: y (B*n, d) for n new tokens per sequence at positions [pos, pos + n), attending
@@ -119,6 +164,94 @@ class Attention {
 
  private:
   static VectorView<T> vec(T* base, index_t off, index_t n) { return VectorView<T>(base + off, {n}); }
+
+  /// The projections and biases a pass runs on, bound to values or gradients: the arena's
+  /// (all heads) or the kept heads' compact copies.
+  struct Bound {
+    Dense<T> qkv, proj;
+    VectorView<T> qkv_bias, proj_bias;
+  };
+
+  Bound full(T* base) const {
+    Bound b{m_qkv, m_proj, vec(base, m_qkv_bias, m_qkv.out_features()),
+            vec(base, m_proj_bias, m_width)};
+    b.qkv.bind(base + m_qkv_off);
+    b.proj.bind(base + m_proj_off);
+    return b;
+  }
+
+  /// The kept heads' compact parameters, back to back: qkv (3 k hd, d) | its bias (3 k hd) |
+  /// proj (d, k hd); the output bias is shared whole.
+  struct Compact {
+    Dense<T> qkv_map, proj_map;
+    index_t qkv = 0, qkv_bias = 0, proj = 0, size = 0, width = 0;
+
+    /// Bound to the compact buffer `base` and the full output bias `proj_bias` (d).
+    Bound bind(T* base, T* proj_bias) const {
+      Bound b{qkv_map, proj_map, VectorView<T>(base + qkv_bias, {qkv_map.out_features()}),
+              VectorView<T>(proj_bias, {width})};
+      b.qkv.bind(base + qkv);
+      b.proj.bind(base + proj);
+      return b;
+    }
+  };
+
+  Compact compact(index_t k) const {
+    const index_t r = 3 * k * m_head_dim;
+    Compact c{Dense<T>(m_width, r), Dense<T>(k * m_head_dim, m_width)};
+    c.qkv_bias = r * m_width;
+    c.proj = c.qkv_bias + r;
+    c.size = c.proj + m_width * k * m_head_dim;
+    c.width = m_width;
+    return c;
+  }
+
+  void run_forward(const Bound& b, Context& ctx, const MatrixView<const T, Host>& x,
+                   const MatrixView<T, Host>& y) const {
+    const index_t n = x.rows();
+    const auto qkv = ctx.qkv.matrix(n, b.qkv.out_features());  // (N, A + 2KV)
+    bonsai::forward(b.qkv, x, qkv, ctx.qkv_ctx, epilogue::Bias<T>{b.qkv_bias});
+    if (ctx.mask) detail::mask_columns(qkv, ctx.mask);
+    if (m_rope) cpu::rope_forward(qkv, ctx.shape, m_table, index_t(0));
+    const auto out = ctx.out.matrix(n, b.proj.in_features());  // (N, A)
+    cpu::attention_forward(ctx.shape, MatrixView<const T, Host>(qkv), out, ctx.probs);
+    bonsai::forward(b.proj, MatrixView<const T, Host>(out), y, ctx.proj_ctx,
+                    epilogue::Bias<T>{b.proj_bias});
+  }
+
+  void run_backward(const Bound& b, const Bound& g, Context& ctx,
+                    const MatrixView<const T, Host>& dy, const MatrixView<T, Host>& dx) const {
+    const index_t n = dy.rows();
+    const auto dout = ctx.dout.matrix(n, b.proj.in_features());  // (N, A)
+    bonsai::backward(b.proj, ctx.proj_ctx, dy, dout, g.proj,
+                     epilogue::Bias<T>{b.proj_bias, g.proj_bias});
+    const auto dqkv = ctx.dqkv.matrix(n, b.qkv.out_features());  // (N, A + 2KV)
+    const auto qkv = ctx.qkv.matrix(n, b.qkv.out_features());
+    cpu::attention_backward(ctx.shape, MatrixView<const T, Host>(qkv), ctx.probs,
+                            MatrixView<const T, Host>(dout), dqkv);
+    if (m_rope) cpu::rope_backward(dqkv, ctx.shape, m_table, index_t(0));
+    if (ctx.mask) detail::mask_columns(dqkv, ctx.mask);
+    bonsai::backward(b.qkv, ctx.qkv_ctx, MatrixView<const T, Host>(dqkv), dx, g.qkv,
+                     epilogue::Bias<T>{b.qkv_bias, g.qkv_bias});
+  }
+
+  /// The qkv rows of the kept heads: their q rows, then the k rows and the v rows of each kept
+  /// head's key/value head (a copy per kept head).
+  void kept_rows(Context& ctx) const {
+    const index_t hd = m_head_dim, A = m_proj.in_features(), KV = m_kv_heads * hd,
+                  group = m_heads / m_kv_heads;
+    for (std::size_t i = 0; i < ctx.kept.size(); ++i)
+      BONSAI_CHECK(
+          ctx.kept[i] >= 0 && ctx.kept[i] < m_heads && (i == 0 || ctx.kept[i - 1] < ctx.kept[i]),
+          "Attention: kept heads must be increasing indices below ", m_heads, ", got ", ctx.kept[i],
+          " at position ", i);
+    ctx.rows.clear();
+    for (index_t part = 0; part < 3; ++part)
+      for (index_t h : ctx.kept) {
+        const index_t base = part == 0 ? h * hd : A + (part - 1) * KV + (h / group) * hd;
+        for (index_t e = 0; e < hd; ++e) ctx.rows.push_back(base + e);
+      }
+  }
 
   index_t m_width, m_heads, m_kv_heads, m_head_dim;
   bool m_rope;

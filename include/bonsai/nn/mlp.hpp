@@ -87,7 +87,8 @@ class Mlp {
       gather_params(m_down, Side::inputs, kept, arena.values() + m_down_off, v + c.down_at);
       for (std::size_t i = 0; i < kept.size(); ++i) {
         v[c.b_up + index_t(i)] = arena.values()[m_up_bias + kept[i]];
-        if (m_act == ActKind::swiglu) v[c.b_gate + index_t(i)] = arena.values()[m_gate_bias + kept[i]];
+        if (m_act == ActKind::swiglu)
+          v[c.b_gate + index_t(i)] = arena.values()[m_gate_bias + kept[i]];
       }
       if (mask) {
         T* m = ctx.kept_mask.reserve(index_t(kept.size()));
@@ -119,7 +120,8 @@ class Mlp {
       scatter_add_params(m_down, Side::inputs, kept, g + c.down_at, arena.grads() + m_down_off);
       for (std::size_t i = 0; i < kept.size(); ++i) {
         arena.grads()[m_up_bias + kept[i]] += g[c.b_up + index_t(i)];
-        if (m_act == ActKind::swiglu) arena.grads()[m_gate_bias + kept[i]] += g[c.b_gate + index_t(i)];
+        if (m_act == ActKind::swiglu)
+          arena.grads()[m_gate_bias + kept[i]] += g[c.b_gate + index_t(i)];
       }
     } else {
       fail_unrestrictable();
