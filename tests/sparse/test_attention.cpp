@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "support/finite_diff.hpp"
+
 using namespace bonsai;
 
 namespace {
@@ -142,27 +144,10 @@ TEST_CASE("sparse attention: central differences agree with the kept-head backwa
     fx.run(nullptr, kept);
     const auto g = fx.grads();
     const auto dx = fx.dx;
-    const double h = 1e-6;
-    double worst = 0;
-    for (index_t i = 0; i < fx.arena.size(); i += 2) {
-      double& w = fx.arena.values()[i];
-      const double keep = w;
-      w = keep + h;
-      const double up = fx.run(nullptr, kept);
-      w = keep - h;
-      const double down = fx.run(nullptr, kept);
-      w = keep;
-      worst = std::max(worst, std::abs((up - down) / (2 * h) - g[std::size_t(i)]));
-    }
-    for (std::size_t i = 0; i < fx.x.size(); i += 3) {
-      const double keep = fx.x[i];
-      fx.x[i] = keep + h;
-      const double up = fx.run(nullptr, kept);
-      fx.x[i] = keep - h;
-      const double down = fx.run(nullptr, kept);
-      fx.x[i] = keep;
-      worst = std::max(worst, std::abs((up - down) / (2 * h) - dx[i]));
-    }
+    const auto loss = [&] { return fx.run(nullptr, kept); };
+    const double worst = std::max(
+        test::worst_central_difference(fx.arena.values(), fx.arena.size(), 2, g.data(), loss),
+        test::worst_central_difference(fx.x.data(), index_t(fx.x.size()), 3, dx.data(), loss));
     CHECK(worst <= 1e-7);
   }
 }

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "support/finite_diff.hpp"
+
 using namespace bonsai;
 
 namespace {
@@ -133,27 +135,10 @@ TEST_CASE("sparse mlp: central differences agree with the kept-channel backward"
     fx.run(nullptr, kept);
     const auto g = fx.grads();
     const auto dx = fx.dx;
-    const double h = 1e-6;
-    double worst = 0;
-    for (index_t i = 0; i < fx.arena.size(); i += 3) {
-      double& w = fx.arena.values()[i];
-      const double keep = w;
-      w = keep + h;
-      const double up = fx.run(nullptr, kept);
-      w = keep - h;
-      const double down = fx.run(nullptr, kept);
-      w = keep;
-      worst = std::max(worst, std::abs((up - down) / (2 * h) - g[std::size_t(i)]));
-    }
-    for (index_t i = 0; i < n * d; i += 5) {
-      const double keep = fx.x[std::size_t(i)];
-      fx.x[std::size_t(i)] = keep + h;
-      const double up = fx.run(nullptr, kept);
-      fx.x[std::size_t(i)] = keep - h;
-      const double down = fx.run(nullptr, kept);
-      fx.x[std::size_t(i)] = keep;
-      worst = std::max(worst, std::abs((up - down) / (2 * h) - dx[std::size_t(i)]));
-    }
+    const auto loss = [&] { return fx.run(nullptr, kept); };
+    const double worst =
+        std::max(test::worst_central_difference(fx.arena.values(), fx.arena.size(), 3, g.data(), loss),
+                 test::worst_central_difference(fx.x.data(), n * d, 5, dx.data(), loss));
     CHECK(worst <= 1e-7);
   }
 }
