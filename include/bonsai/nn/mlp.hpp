@@ -159,16 +159,15 @@ class Mlp {
  private:
   /// The maps and biases a pass runs on, bound to values or to gradients: the arena's (all
   /// channels) or the kept channels' compact copies.
-  template <class S>
   struct Bound {
     Up up, gate;
     Down down;
-    VectorView<S> b_up, b_gate, b_down;
+    VectorView<T> b_up, b_gate, b_down;
   };
 
   /// The arena's maps and biases bound to `base` (its values or its gradients).
-  Bound<T> full(T* base) const {
-    Bound<T> b{m_up, m_gate, m_down, {}, {}, {}};
+  Bound full(T* base) const {
+    Bound b{m_up, m_gate, m_down, {}, {}, {}};
     b.up.bind(base + m_up_off);
     if (m_act == ActKind::swiglu) b.gate.bind(base + m_gate_off);
     b.down.bind(base + m_down_off);
@@ -186,8 +185,8 @@ class Mlp {
     index_t k = 0, up_at = 0, gate_at = 0, down_at = 0, b_up = 0, b_gate = 0, size = 0;
 
     /// Bound to the compact buffer `base` and the full down bias `b_down` (width).
-    Bound<T> bind(T* base, T* b_down, index_t width) const {
-      Bound<T> b{up, gate, down, {}, {}, {}};
+    Bound bind(T* base, T* b_down, index_t width) const {
+      Bound b{up, gate, down, {}, {}, {}};
       b.up.bind(base + up_at);
       b.gate.bind(base + gate_at);
       b.down.bind(base + down_at);
@@ -216,7 +215,7 @@ class Mlp {
                  "would leave a block-diagonal map with blocks of unequal sizes)");
   }
 
-  void run_forward(const Bound<T>& b, Context& ctx, const MatrixView<const T, Host>& x,
+  void run_forward(const Bound& b, Context& ctx, const MatrixView<const T, Host>& x,
                    const MatrixView<T, Host>& y) const {
     const index_t n = x.rows(), f = b.up.out_features();
     const auto h = ctx.h.matrix(n, f);  // (N, F)
@@ -243,7 +242,7 @@ class Mlp {
     bonsai::forward(b.down, MatrixView<const T, Host>(h), y, ctx.down, epilogue::Bias<T>{b_down});
   }
 
-  void run_backward(const Bound<T>& b, const Bound<T>& g, Context& ctx,
+  void run_backward(const Bound& b, const Bound& g, Context& ctx,
                     const MatrixView<const T, Host>& dy, const MatrixView<T, Host>& dx) const {
     const index_t n = dy.rows(), f = b.up.out_features();
     const auto dh = ctx.dh.matrix(n, f);  // (N, F)
