@@ -43,6 +43,18 @@ GptConfig llama_style() {
   return c;
 }
 
+/// GPT-2 style with BlockShuffle FFNs in 2 blocks: D 8, FFN 16, 3 layers (layer 0 dense), so
+/// D/B and F/B are multiples of B and maps can keep both block layouts.
+GptConfig blockshuffle_style() {
+  GptConfig c = gpt2_style();
+  c.ffn = FfnKind::blockshuffle;
+  c.blocks = 2;
+  c.d_model = 8;
+  c.ffn_dim = 16;
+  c.n_layer = 3;
+  return c;
+}
+
 /// Weights N(0, 0.5^2) everywhere (norm gains 1 + N(0, 0.5^2)), so norm statistics and every
 /// bias matter.
 template <class M>
@@ -351,12 +363,7 @@ TEST_CASE("grow: structured FFNs grow exactly (LowRank and BlockDense in width a
 TEST_CASE("grow: BlockShuffle FFNs grow exactly in width with their blocks kept") {
   // D 8 -> 16 (or 12), FFN 16 -> 32, inner width min(D, F) 8 -> 16 in 2 blocks: every unit stays
   // in its contiguous input block and its interleaved output block.
-  GptConfig bs = gpt2_style();
-  bs.ffn = FfnKind::blockshuffle;
-  bs.blocks = 2;
-  bs.d_model = 8;
-  bs.ffn_dim = 16;
-  bs.n_layer = 3;
+  const GptConfig bs = blockshuffle_style();
   GptConfig rms = bs;
   rms.norm = NormKind::rmsnorm;
   using M = Gpt<BlockShuffle<double>, BlockShuffle<double>>;
@@ -422,12 +429,7 @@ TEST_CASE("grow: gradient-consistent state maps the source gradient onto the gro
   // BlockShuffle FFNs. The grown model's gradient is a G[g] on rows whose output unit copies g
   // with share a, and the source's column on split columns (spec growth.md §12.1-15). Entries
   // with no source (the second BlockShuffle factor's columns on fresh inner units) start at 0.
-  GptConfig bs = gpt2_style();
-  bs.ffn = FfnKind::blockshuffle;
-  bs.blocks = 2;
-  bs.d_model = 8;
-  bs.ffn_dim = 16;
-  bs.n_layer = 3;
+  const GptConfig bs = blockshuffle_style();
   auto check = [&]<class M>(std::type_identity<M>, const GptConfig& c) {
     const std::string what = std::string(to_string(c.norm)) + " " + to_string(c.ffn);
     CAPTURE(what);
