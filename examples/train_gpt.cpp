@@ -9,7 +9,9 @@
 // text at the end. With --sgt the structured FFNs train with dense guides (self-guided training)
 // that are released, and freed, when their weight reaches 0. With --grow the model grows at the
 // given steps (Net2Net, StackBERT, MSLT, bert2BERT, LEMON, MSG with its masks ramped in), its
-// optimizer state and learning rate carried across as --grow-state and --grow-lr say. The FFN
+// optimizer state and learning rate carried across as --grow-state and --grow-lr say. With
+// --sat-rate each step computes only the heads and FFN channels that matter (sparsity-accelerated
+// training), returning to dense along the ladder schedule. The FFN
 // structure is picked once, in main(), through a closed switch; the training loop below it is
 // statically typed on it.
 #include <CLI/CLI.hpp>
@@ -28,6 +30,7 @@
 #include <bonsai/train/growth.hpp>
 #include <bonsai/train/load_tokenizer.hpp>
 #include <bonsai/train/lr_schedule.hpp>
+#include <bonsai/train/sat.hpp>
 #include <bonsai/train/metrics.hpp>
 #include <bonsai/train/self_guided.hpp>
 #include <chrono>
@@ -62,6 +65,11 @@ struct Options {
   std::string grow_state = "reset", grow_lr = "keep", grow_new_layers = "cancel";
   double grow_noise = -1;
   index_t mslt_steps = 0, msg_steps = 0;
+  // sparsity-accelerated training
+  double sat_rate = 0;
+  std::string sat_ladder, sat_score = "activation", sat_aggregate = "l2", sat_select = "sample",
+                          sat_optimizer = "skip";
+  index_t sat_align = 8;
   int threads = 0;
   double peak_gflops = 0;
 };
@@ -214,6 +222,29 @@ int train(const Options& o, GptConfig config) {
                                           {"msg_steps", o.msg_steps}};
   Rng guide_rng(o.seed ^ 0x5347545f5347545fULL);
 
+  // ---- sparsity-accelerated training --------------------------------------------------------
+  std::optional<Sat<Plain>> sat;
+  if (o.sat_rate > 0) {
+    BONSAI_CHECK(!sgt && stages.empty(), "--sat-rate cannot be combined with --sgt or --grow yet");
+    BONSAI_CHECK(o.sat_optimizer == "skip" || o.sat_optimizer == "step",
+                 "--sat-optimizer: expected skip or step, got '", o.sat_optimizer, "'");
+    BONSAI_CHECK(o.sat_aggregate == "l2" || o.sat_aggregate == "max",
+                 "--sat-aggregate: expected l2 or max, got '", o.sat_aggregate, "'");
+    // Without --sat-ladder: the rate until half-way, then 4 stairs down to dense at 90%.
+    const std::string ladder = o.sat_ladder.empty()
+        ? fmt::format("{},{},4", plan.total_steps / 2, plan.total_steps * 9 / 10) : o.sat_ladder;
+    sat.emplace(SatConfig{.ladder = Lors::parse(o.sat_rate, ladder),
+                          .score = parse_score_kind(o.sat_score),
+                          .aggregate = o.sat_aggregate == "l2" ? Aggregate::l2 : Aggregate::max,
+                          .select = parse_selection(o.sat_select),
+                          .channel_align = o.sat_align,
+                          .skip_omitted = o.sat_optimizer == "skip",
+                          .seed = o.seed},
+                *plain);
+  } else {
+    BONSAI_CHECK(o.sat_ladder.empty(), "--sat-ladder needs --sat-rate");
+  }
+
   DataLoader loader(o.train, {.batch_size = B, .seq_len = T, .shuffle = o.shuffle, .seed = o.seed,
                               .vocab_size = config.vocab_size});
   const DataLoaderState loader_start = loader.state();
@@ -299,6 +330,11 @@ int train(const Options& o, GptConfig config) {
       BONSAI_CHECK(ts.value("growth", nlohmann::json()) == (stages.empty() ? nlohmann::json() : growth_settings),
                    "--resume: ", dir->string(), " was written with other --grow settings (",
                    ts.value("growth", nlohmann::json()).dump(), ")");
+      const nlohmann::json saved_sat = ts.value("sat", nlohmann::json::object());
+      BONSAI_CHECK(saved_sat.value("settings", nlohmann::json()) == (sat ? sat->config().to_json() : nlohmann::json()),
+                   "--resume: ", dir->string(), " was written with other --sat settings (",
+                   saved_sat.value("settings", nlohmann::json()).dump(), ")");
+      if (sat) sat->restore(saved_sat.at("scores"));
       start = ts.at("step").get<index_t>();
       opt->set_step_count(ts.at("adamw_step").get<std::int64_t>());
       loader.restore(ts.at("loader").get<DataLoaderState>());
@@ -319,6 +355,7 @@ int train(const Options& o, GptConfig config) {
       state["guide_rng"] = rng_to_json(guide_rng.state());
     }
     if (!stages.empty()) state["growth"] = growth_settings;
+    if (sat) state["sat"] = {{"settings", sat->config().to_json()}, {"scores", sat->state()}};
     const auto dir = save_checkpoint<float>(o.out, step, arena(), {opt->m().data(), std::size_t(opt->size())},
                                             {opt->v().data(), std::size_t(opt->size())}, state, config_json);
     prune_checkpoints(o.out, o.keep_ckpts);
@@ -342,6 +379,13 @@ int train(const Options& o, GptConfig config) {
     fmt::print("growth {}: at step {}, {} -> {} layers, d_model {}, {} heads, FFN {}{}\n", k + 1, stages[k].at,
                to_string(stages[k].method), growth[k].to.n_layer, growth[k].to.d_model, growth[k].to.n_head,
                growth[k].to.ffn_width(), growth[k].function_preserving() ? " (function-preserving)" : "");
+  if (sat) {
+    const Lors& l = sat->config().ladder;
+    fmt::print("SAT: omission rate {} until step {}, {} stairs down to dense at step {} (mean rate {:.3f}); "
+               "score {} ({}), select {}, optimizer {} on omitted parameters\n",
+               l.rho0, l.t1, l.stairs, l.t2, l.mean_rate(plan.total_steps), o.sat_score, o.sat_aggregate,
+               o.sat_select, o.sat_optimizer);
+  }
   fmt::print("data: {} ({} batches of {}x{} per epoch), tokenizer {} (vocab {}), {} threads, GEMM {}\n",
              o.train, loader.batches_per_epoch(), B, T, tokenizer->name(), tokenizer->vocab_size(),
              max_threads(), cpu::gemm_library());
@@ -369,18 +413,26 @@ int train(const Options& o, GptConfig config) {
     const auto t0 = std::chrono::steady_clock::now();
     const double alpha = plan.schedule.alpha(step);
     double loss = 0, step_flops = 0;
+    if (sat && step > start && sat->rate(step) != sat->rate(step - 1)) {
+      console.clear();
+      fmt::print("step {}: SAT omission rate {:.3f}\n", step, sat->rate(step));
+    }
     with_model([&](auto& model) {
       auto& ctx = context(model);
       model.arena().zero_grads();
       for (index_t micro = 0; micro < o.grad_accum; ++micro) {
+        std::span<const LayerKept> kept;
         if constexpr (std::is_same_v<std::remove_cvref_t<decltype(model)>, Guided>) {
           set_guides(model, alpha, plan.reduce_flop, guide_rng);
           step_flops += 3.0 * double(model.flops(B, T));
         } else {
-          step_flops += double(model.training_flops(B, T));
+          if (sat) kept = sat->select(model, step, micro);
+          step_flops += double(model.training_flops(B, T, kept));
         }
         loader.next_batch(in, tgt);
-        loss += model.forward(ctx, TokenBatch{in.data(), tgt.data(), B, T}, 1.0f / float(o.grad_accum));
+        loss += model.forward(ctx, TokenBatch{in.data(), tgt.data(), B, T}, 1.0f / float(o.grad_accum), kept);
+        if constexpr (std::is_same_v<std::remove_cvref_t<decltype(model)>, Plain>)
+          if (sat) sat->observe(model, ctx);
         model.backward(ctx);
       }
     });
@@ -389,7 +441,8 @@ int train(const Options& o, GptConfig config) {
     BONSAI_CHECK(std::isfinite(loss) && std::isfinite(norm), "step ", step, ": loss ", loss,
                  ", gradient norm ", norm, " — training diverged (lower --lr?)");
     const double lr = growth_lr.at(schedule, step, growth_steps);
-    opt->step(arena(), lr, clip_scale(norm, o.clip));
+    opt->step(arena(), lr, clip_scale(norm, o.clip),
+              sat ? sat->update_flags() : std::span<const std::uint8_t>());
     apply_mask(step, step + 1);  // what the evaluation (and the next step) sees
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     train_flops += step_flops;
@@ -511,6 +564,23 @@ int main(int argc, char** argv) {
   app.add_option("--msg-steps", o.msg_steps,
                  "MSG: steps over which the masks of new parts rise from 0 to 1 (0: half-way to the "
                  "next stage or the end)");
+  app.add_option("--sat-rate", o.sat_rate,
+                 "sparsity-accelerated training: omit this fraction of every layer's heads and FFN "
+                 "channels per step (0: off)")->capture_default_str();
+  app.add_option("--sat-ladder", o.sat_ladder,
+                 "t1,t2,K: the rate until step t1, then K stairs down to dense at t2 (default: "
+                 "half-way, 4 stairs, dense at 90% of the steps)");
+  app.add_option("--sat-score", o.sat_score, "neuron importance: activation | magnitude | wanda")
+      ->capture_default_str();
+  app.add_option("--sat-aggregate", o.sat_aggregate, "activation scores over tokens: l2 | max")
+      ->capture_default_str();
+  app.add_option("--sat-select", o.sat_select, "sample (in proportion to the scores) | topk")
+      ->capture_default_str();
+  app.add_option("--sat-align", o.sat_align, "kept FFN channels: a multiple of this")
+      ->capture_default_str();
+  app.add_option("--sat-optimizer", o.sat_optimizer,
+                 "omitted parameters: skip (values and moments untouched) | step (AdamW on a zero "
+                 "gradient)")->capture_default_str();
   app.add_option("--batch,-b", o.batch, "sequences per micro-batch")->capture_default_str();
   app.add_option("--grad-accum", o.grad_accum, "micro-batches per step")->capture_default_str();
   app.add_option("--steps,-x", o.steps, "optimizer steps")->capture_default_str();

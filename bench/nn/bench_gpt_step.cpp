@@ -6,12 +6,17 @@
 // every step) and without (every guide runs, blended). Counters: tokens/s, achieved GFLOP/s (3 x
 // forward FLOPs of every GEMM and attention product, averaged over the steps) and parameters
 // (millions). Compare each structured row's tokens/s with the dense row above it; train_gpt
-// reports a run's peak memory.
+// reports a run's peak memory. The sat rows train the dense model with sparsity-accelerated
+// training at a fixed omission rate rho (train/sat.hpp with its defaults: activation scores,
+// sampling, kept channels a multiple of 8, omitted parameters skipped by AdamW), every step
+// selecting, observing and flagging as train_gpt does; their GFLOP/s counts the kept work only,
+// so the speed-up is the dense row's time over the sat row's.
 #include <benchmark/benchmark.h>
 
 #include <bonsai/bonsai.hpp>
 #include <bonsai/nn/gpt.hpp>
 #include <bonsai/train/adamw.hpp>
+#include <bonsai/train/sat.hpp>
 #include <bonsai/train/self_guided.hpp>
 #include <string>
 
@@ -90,6 +95,44 @@ void train_step(benchmark::State& state, bool gpt2_124m, FfnKind ffn, Prepare pr
   state.SetLabel(std::string(gpt2_124m ? "gpt2-124M" : "small") + " " + to_string(ffn) + " " + cpu::gemm_library());
 }
 
+/// A dense model's step under SAT at omission rate rho% (state.range(0)).
+void sat_step(benchmark::State& state, bool gpt2_124m) {
+  using Model = Gpt<Dense<float>, Dense<float>>;
+  const GptConfig c = shape(gpt2_124m, FfnKind::dense);
+  const index_t B = gpt2_124m ? 4 : 8, T = c.max_seq_len;
+  Model model(c);
+  Rng rng(1005);
+  model.init(rng);
+  AdamW<float> opt(model.arena());
+  Sat<Model> sat(SatConfig{.ladder = {double(state.range(0)) / 100.0, 1 << 30, 1 << 30, 1}, .seed = 1},
+                 model);
+  std::vector<std::int32_t> in(B * T), tgt(B * T);
+  for (auto& t : in) t = std::int32_t(rng.uniform() * double(c.vocab_size));
+  for (auto& t : tgt) t = std::int32_t(rng.uniform() * double(c.vocab_size));
+  Model::Context ctx;
+  const TokenBatch batch{in.data(), tgt.data(), B, T};
+  double flops = 0;
+  index_t t = 0;
+  const auto step = [&] {
+    const auto kept = sat.select(model, t++, 0);
+    flops += double(model.training_flops(B, T, kept));
+    model.arena().zero_grads();
+    model.forward(ctx, batch, 1.0f, kept);
+    sat.observe(model, ctx);
+    model.backward(ctx);
+    opt.step(model.arena(), 1e-4, 1.0, sat.update_flags());
+  };
+  step();  // warm-up, and the dense step that measures every neuron
+  step();  // warm-up of the sparse workspaces
+  flops = 0;
+  const index_t first = t;
+  for (auto _ : state) step();
+  flops /= double(t - first);
+  state.counters["tokens/s"] = benchmark::Counter(double(B * T), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(std::string(gpt2_124m ? "gpt2-124M" : "small") + " dense, SAT " + cpu::gemm_library());
+}
+
 void register_all() {
   for (bool big : {true, false}) {
     const std::string name = big ? "gpt2_124M" : "small_6x384";
@@ -108,6 +151,9 @@ void register_all() {
         using G = SelfGuided<LowRank<float>>;
         train_step<G>(s, big, FfnKind::lowrank, Guided{reduce_flop});
       })->Unit(benchmark::kMillisecond)->Iterations(reduce_flop ? 8 : 3)->UseRealTime();
+    benchmark::RegisterBenchmark((name + "/dense_sat/rho%").c_str(), [big](benchmark::State& s) {
+      sat_step(s, big);
+    })->Arg(10)->Arg(30)->Arg(50)->Arg(70)->Unit(benchmark::kMillisecond)->Iterations(big ? 3 : 8)->UseRealTime();
   }
 }
 

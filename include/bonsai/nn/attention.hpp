@@ -24,6 +24,7 @@
 #include "arena.hpp"
 #include "config.hpp"
 #include "growth_mask.hpp"
+#include "../sparse/restrict.hpp"
 
 namespace bonsai {
 
@@ -157,9 +158,67 @@ class Attention {
   }
   /// Forward FLOPs for `batch` sequences of `seq` tokens: the two projections plus the causal
   /// score and value products (each 2 A per attended key; on average (T + 1) / 2 keys).
-  index_t flops(index_t batch, index_t seq) const {
+  /// With `kept` query heads (0: all) the projections and products run on the compact shapes:
+  /// q, k, v rows of 3 kept head_dim and k head_dim output columns.
+  index_t flops(index_t batch, index_t seq, index_t kept = 0) const {
     const index_t n = batch * seq;
-    return m_qkv.flops(n) + m_proj.flops(n) + 2 * n * m_proj.in_features() * (seq + 1);
+    if (kept == 0) return m_qkv.flops(n) + m_proj.flops(n) + 2 * n * m_proj.in_features() * (seq + 1);
+    const index_t width = kept * m_head_dim;  // the kept heads' share of A
+    return 2 * n * m_width * 3 * width + 2 * n * width * m_width + 2 * n * width * (seq + 1);
+  }
+
+  index_t heads() const noexcept { return m_heads; }
+  index_t head_dim() const noexcept { return m_head_dim; }
+
+  /// The head outputs (N, k head_dim) of the last forward, before the output projection: its
+  /// kept heads (ctx.kept; all when it kept all) side by side, in that order.
+  MatrixView<const T, Host> head_outputs(Context& ctx, index_t tokens) const {
+    const index_t k = ctx.kept.empty() ? m_heads : index_t(ctx.kept.size());
+    return MatrixView<const T, Host>(ctx.out.matrix(tokens, k * m_head_dim));
+  }
+
+  /// flags[e] = 1 (flags in the arena's layout) for every parameter the last forward computed
+  /// with: all of the layer's, or the kept heads' q rows, their key/value heads' k and v rows
+  /// (with biases), their output columns and the output bias. Others are left as they are.
+  void mark_computed(const Context& ctx, std::uint8_t* flags) const {
+    const index_t d = m_width, A = m_proj.in_features(), hd = m_head_dim;
+    std::fill_n(flags + m_proj_bias, d, std::uint8_t(1));
+    if (ctx.kept.empty()) {
+      std::fill_n(flags + m_qkv_off, m_qkv.param_count(), std::uint8_t(1));
+      std::fill_n(flags + m_qkv_bias, m_qkv.out_features(), std::uint8_t(1));
+      std::fill_n(flags + m_proj_off, m_proj.param_count(), std::uint8_t(1));
+      return;
+    }
+    for (index_t r : ctx.rows) {
+      std::fill_n(flags + m_qkv_off + r * d, d, std::uint8_t(1));
+      flags[m_qkv_bias + r] = 1;
+    }
+    for (index_t o = 0; o < d; ++o)
+      for (index_t h : ctx.kept) std::fill_n(flags + m_proj_off + o * A + h * hd, hd, std::uint8_t(1));
+  }
+
+  /// Per-head weight norms for importance scores: energy[h] += the squared norm of head h's q
+  /// rows, the k and v rows of its key/value head and its output-projection columns (the
+  /// magnitude score is the square root); column_l1[c] += the L1 norm of output-projection
+  /// column c (A entries; Wanda's weight factor).
+  void add_head_norms(const ParamArena<T>& arena, std::span<double> energy,
+                      std::span<double> column_l1) const {
+    const index_t A = m_proj.in_features(), hd = m_head_dim, group = m_heads / m_kv_heads,
+                  KV = m_kv_heads * hd;
+    const T* qkv = arena.values() + m_qkv_off;    // (A + 2KV, d)
+    const T* proj = arena.values() + m_proj_off;  // (d, A)
+    if (!energy.empty()) {
+      std::vector<double> rows(static_cast<std::size_t>(A + 2 * KV)), cols(static_cast<std::size_t>(A));
+      add_owned_norms(m_qkv, Side::outputs, qkv, 2, rows);
+      add_owned_norms(m_proj, Side::inputs, proj, 2, cols);
+      for (index_t h = 0; h < m_heads; ++h)
+        for (index_t e = 0; e < hd; ++e) {
+          const auto q = std::size_t(h * hd + e), kv = std::size_t((h / group) * hd + e);
+          energy[std::size_t(h)] += rows[q] + rows[std::size_t(A) + kv] +
+                                    rows[std::size_t(A + KV) + kv] + cols[q];
+        }
+    }
+    if (!column_l1.empty()) add_owned_norms(m_proj, Side::inputs, proj, 1, column_l1);
   }
 
  private:

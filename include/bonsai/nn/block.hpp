@@ -2,7 +2,9 @@
 //   r = x + Attention(Norm_1(x)),   y = r + Mlp<Up, Down>(Norm_2(r)),
 // with parameters "<prefix>ln_1.*", "attn.*", "ln_2.*", "mlp.*". Backward runs on the residual
 // gradient in place: given dL/dy it leaves dL/dx in the same buffer. A BlockMask (MSG's growth
-// masks, nn/growth_mask.hpp) scales the norms, q/k/v, the FFN units and both branch outputs.
+// masks, nn/growth_mask.hpp) scales the norms, q/k/v, the FFN units and both branch outputs; a
+// LayerKept (sparsity-accelerated training, sparse/selection.hpp) limits attention and MLP to
+// their kept heads and channels, forward and backward.
 #pragma once
 
 #include <string>
@@ -10,6 +12,7 @@
 #include "attention.hpp"
 #include "mlp.hpp"
 #include "norm.hpp"
+#include "../sparse/selection.hpp"
 
 namespace bonsai {
 
@@ -46,19 +49,20 @@ class Block {
   }
 
   /// y = block(x): x, y (B*T, d); x must stay unchanged until backward. The mask's vectors
-  /// must stay unchanged until backward too.
+  /// must stay unchanged until backward too; the kept sets are copied.
   void forward(ParamArena<T>& arena, Context& ctx, const MatrixView<const T, Host>& x,
                const MatrixView<T, Host>& y, index_t batch, index_t seq,
-               const BlockMask<T>& mask = {}) const {
+               const BlockMask<T>& mask = {}, const LayerKept& kept = {}) const {
     const index_t n = x.rows(), d = x.cols();
     const auto a = ctx.a.matrix(n, d), r = ctx.r.matrix(n, d), m = ctx.m.matrix(n, d);
     const auto branch = ctx.tmp.matrix(n, d);  // (N, d)
     ctx.mask = mask;
     m_ln_1.forward(arena, ctx.ln_1, x, a, mask.residual);
-    m_attn.forward(arena, ctx.attn, MatrixView<const T, Host>(a), branch, batch, seq, mask.qkv);
+    m_attn.forward(arena, ctx.attn, MatrixView<const T, Host>(a), branch, batch, seq, mask.qkv,
+                   kept.heads);
     add_branch(x, branch, r, mask.branch);
     m_ln_2.forward(arena, ctx.ln_2, MatrixView<const T, Host>(r), m, mask.residual);
-    m_mlp.forward(arena, ctx.mlp, MatrixView<const T, Host>(m), branch, mask.ffn);
+    m_mlp.forward(arena, ctx.mlp, MatrixView<const T, Host>(m), branch, mask.ffn, kept.channels);
     add_branch(MatrixView<const T, Host>(r), branch, y, mask.branch);
   }
 
@@ -88,8 +92,10 @@ class Block {
     m_ln_1.backward(arena, ctx.ln_1, MatrixView<const T, Host>(branch), dres, /*accumulate=*/true);
   }
 
-  index_t flops(index_t batch, index_t seq) const {
-    return m_attn.flops(batch, seq) + m_mlp.flops(batch * seq);
+  /// Forward FLOPs, computing only the kept heads and channels.
+  index_t flops(index_t batch, index_t seq, const LayerKept& kept = {}) const {
+    return m_attn.flops(batch, seq, index_t(kept.heads.size())) +
+           m_mlp.flops(batch * seq, index_t(kept.channels.size()));
   }
   const MlpType& mlp() const noexcept { return m_mlp; }
   MlpType& mlp() noexcept { return m_mlp; }

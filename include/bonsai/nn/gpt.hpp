@@ -3,12 +3,15 @@
 // the token table), trained with the mean softmax cross-entropy of next-token targets. Layers
 // use FFN maps Up / Down, except layer 0, which stays dense when config.dense_first_ffn is set.
 // All parameters live in one ParamArena; forward(ctx, ...) saves what backward(ctx) needs.
-// After MSG growth, set_growth_mask masks the new units and layers (nn/growth_mask.hpp).
+// After MSG growth, set_growth_mask masks the new units and layers (nn/growth_mask.hpp). A
+// training forward may keep only some heads and FFN channels per layer (sparsity-accelerated
+// training): then only those are computed, in the forward and in its backward.
 #pragma once
 
 #include <cmath>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "../backend/cpu/cross_entropy.hpp"
@@ -85,9 +88,11 @@ class Gpt {
   /// Runs the model on a micro-batch and returns the mean cross-entropy over its targets (NaN
   /// when there are none). With `grad_scale` > 0 it also prepares backward for the loss
   /// grad_scale * mean loss (grad_scale = 1 / accumulation steps averages micro-batches) and
-  /// already adds the head's share of d(wte).
-  double forward(Context& ctx, const TokenBatch& b, T grad_scale = T(0)) {
-    forward_trunk(ctx, b);
+  /// already adds the head's share of d(wte). `kept` (one LayerKept per layer, or empty for
+  /// all) limits every layer to its kept heads and channels, here and in the backward.
+  double forward(Context& ctx, const TokenBatch& b, T grad_scale = T(0),
+                 std::span<const LayerKept> kept = {}) {
+    forward_trunk(ctx, b, kept);
     const index_t n = b.tokens(), v = m_config.vocab_size;
     const auto xf = ctx.xf.matrix(n, m_config.d_model);
     const auto logits = ctx.logits.matrix(n, v);  // (N, V)
@@ -255,23 +260,22 @@ class Gpt {
   const GptConfig& config() const noexcept { return m_config; }
   index_t param_count() const noexcept { return m_arena.size(); }
 
-  /// Forward FLOPs of one micro-batch (GEMMs and attention products; training is ~3x).
-  index_t flops(index_t batch, index_t seq) const {
+  /// Forward FLOPs of one micro-batch (GEMMs and attention products; training is ~3x),
+  /// computing only the kept heads and channels of each layer when `kept` is given.
+  index_t flops(index_t batch, index_t seq, std::span<const LayerKept> kept = {}) const {
+    check_kept(kept);
     index_t total = 2 * batch * seq * m_config.d_model * m_config.vocab_size;  // head
-    if (m_first) total += m_first->flops(batch, seq);
-    for (const auto& b : m_blocks) total += b.flops(batch, seq);
+    for (index_t l = 0; l < m_config.n_layer; ++l) total += layer_flops(l, batch, seq, kept);
     return total;
   }
   /// Training FLOPs of one micro-batch: the forward plus the backward, twice the forward of
   /// what it runs through (everything; or, with frozen layers, the layers above them and the
   /// head's d(xf), one GEMM).
-  index_t training_flops(index_t batch, index_t seq) const {
-    if (m_frozen == 0) return 3 * flops(batch, seq);
+  index_t training_flops(index_t batch, index_t seq, std::span<const LayerKept> kept = {}) const {
+    if (m_frozen == 0) return 3 * flops(batch, seq, kept);
     index_t back = 2 * batch * seq * m_config.d_model * m_config.vocab_size;  // d(xf) = dlogits wte
-    const index_t first = m_first ? 1 : 0;
-    for (std::size_t i = 0; i < m_blocks.size(); ++i)
-      if (index_t(i) + first >= m_frozen) back += 2 * m_blocks[i].flops(batch, seq);
-    return flops(batch, seq) + back;
+    for (index_t l = m_frozen; l < m_config.n_layer; ++l) back += 2 * layer_flops(l, batch, seq, kept);
+    return flops(batch, seq, kept) + back;
   }
 
   const std::optional<DenseBlock>& first_block() const noexcept { return m_first; }
@@ -285,7 +289,22 @@ class Gpt {
     return !std::is_same_v<FfnBlock, DenseBlock> && m_config.dense_first_ffn;
   }
 
-  void forward_trunk(Context& ctx, const TokenBatch& b) {
+  void check_kept(std::span<const LayerKept> kept) const {
+    BONSAI_CHECK(kept.empty() || index_t(kept.size()) == m_config.n_layer, "Gpt: kept sets for ",
+                 kept.size(), " layers but the model has ", m_config.n_layer);
+  }
+  static const LayerKept& kept_of(std::span<const LayerKept> kept, index_t l) {
+    static const LayerKept all;
+    return kept.empty() ? all : kept[std::size_t(l)];
+  }
+  index_t layer_flops(index_t l, index_t batch, index_t seq, std::span<const LayerKept> kept) const {
+    const LayerKept& k = kept_of(kept, l);
+    if (m_first && l == 0) return m_first->flops(batch, seq, k);
+    return m_blocks[std::size_t(l - (m_first ? 1 : 0))].flops(batch, seq, k);
+  }
+
+  void forward_trunk(Context& ctx, const TokenBatch& b, std::span<const LayerKept> kept) {
+    check_kept(kept);
     BONSAI_CHECK(b.inputs && b.batch > 0 && b.seq > 0, "Gpt::forward: empty batch");
     BONSAI_CHECK(b.seq <= m_config.max_seq_len, "Gpt::forward: sequence length ", b.seq,
                  " exceeds the model's max_seq_len ", m_config.max_seq_len);
@@ -303,12 +322,13 @@ class Gpt {
     index_t l = 0;
     if (m_first) {
       m_first->forward(m_arena, *ctx.first, MatrixView<const T, Host>(ctx.res[0].matrix(n, d)),
-                       ctx.res[1].matrix(n, d), b.batch, b.seq, block_mask(0));
+                       ctx.res[1].matrix(n, d), b.batch, b.seq, block_mask(0), kept_of(kept, 0));
       l = 1;
     }
     for (std::size_t i = 0; i < m_blocks.size(); ++i, ++l)
       m_blocks[i].forward(m_arena, ctx.blocks[i], MatrixView<const T, Host>(ctx.res[l].matrix(n, d)),
-                          ctx.res[l + 1].matrix(n, d), b.batch, b.seq, block_mask(l));
+                          ctx.res[l + 1].matrix(n, d), b.batch, b.seq, block_mask(l),
+                          kept_of(kept, l));
     m_ln_f.forward(m_arena, ctx.ln_f, MatrixView<const T, Host>(ctx.res[layers].matrix(n, d)),
                    ctx.xf.matrix(n, d), residual_mask());
   }

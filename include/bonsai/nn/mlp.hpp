@@ -131,9 +131,71 @@ class Mlp {
   index_t width() const noexcept { return m_up.in_features(); }
   index_t hidden() const noexcept { return m_up.out_features(); }
   ActKind act() const noexcept { return m_act; }
-  /// Forward FLOPs for `tokens` tokens (GEMMs only).
-  index_t flops(index_t tokens) const {
-    return m_up.flops(tokens) * (m_act == ActKind::swiglu ? 2 : 1) + m_down.flops(tokens);
+  /// Forward FLOPs for `tokens` tokens (GEMMs only), computing `kept` channels (0: all).
+  index_t flops(index_t tokens, index_t kept = 0) const {
+    const index_t gated = m_act == ActKind::swiglu ? 2 : 1;
+    if (kept == 0) return m_up.flops(tokens) * gated + m_down.flops(tokens);
+    if constexpr (restrictable_v<Up> && restrictable_v<Down>) {
+      const Compact c = compact(kept);
+      return c.up.flops(tokens) * gated + c.down.flops(tokens);
+    } else {
+      fail_unrestrictable();
+    }
+  }
+
+  /// The activations (N, k) the last forward fed to the down map: act(up(x) + b) of its kept
+  /// channels (ctx.kept; all F when it kept all), in that order.
+  MatrixView<const T, Host> activations(Context& ctx, index_t tokens) const {
+    const index_t k = ctx.kept.empty() ? hidden() : index_t(ctx.kept.size());
+    return MatrixView<const T, Host>(ctx.h.matrix(tokens, k));
+  }
+
+  /// flags[e] = 1 (flags in the arena's layout) for every parameter the last forward computed
+  /// with: all of the layer's, or the kept channels' slices, shared LowRank factors and the
+  /// down bias. Others are left as they are.
+  void mark_computed(const Context& ctx, std::uint8_t* flags) const {
+    const bool gated = m_act == ActKind::swiglu;
+    const std::span<const index_t> kept = ctx.kept;
+    std::fill_n(flags + m_down_bias, width(), std::uint8_t(1));
+    if (kept.empty()) {
+      std::fill_n(flags + m_up_off, m_up.param_count(), std::uint8_t(1));
+      std::fill_n(flags + m_up_bias, hidden(), std::uint8_t(1));
+      if (gated) std::fill_n(flags + m_gate_off, m_gate.param_count(), std::uint8_t(1));
+      if (gated) std::fill_n(flags + m_gate_bias, hidden(), std::uint8_t(1));
+      std::fill_n(flags + m_down_off, m_down.param_count(), std::uint8_t(1));
+      return;
+    }
+    if constexpr (restrictable_v<Up> && restrictable_v<Down>) {
+      mark_kept_params(m_up, Side::outputs, kept, flags + m_up_off);
+      if (gated) mark_kept_params(m_gate, Side::outputs, kept, flags + m_gate_off);
+      mark_kept_params(m_down, Side::inputs, kept, flags + m_down_off);
+      for (index_t i : kept) {
+        flags[m_up_bias + i] = 1;
+        if (gated) flags[m_gate_bias + i] = 1;
+      }
+    } else {
+      fail_unrestrictable();
+    }
+  }
+
+  /// Per-channel weight norms for importance scores: energy[i] += the squared norm of the
+  /// parameters channel i owns (its up and gate rows and its down column; the magnitude score
+  /// is the square root), reader_l1[i] += the L1 norm of its down column (Wanda's weight
+  /// factor). For LowRank maps a channel owns its row of U and its column of V, the shared
+  /// factors count for no channel.
+  void add_channel_norms(const ParamArena<T>& arena, std::span<double> energy,
+                         std::span<double> reader_l1) const {
+    if constexpr (restrictable_v<Up> && restrictable_v<Down>) {
+      const T* v = arena.values();
+      if (!energy.empty()) {
+        add_owned_norms(m_up, Side::outputs, v + m_up_off, 2, energy);
+        if (m_act == ActKind::swiglu) add_owned_norms(m_gate, Side::outputs, v + m_gate_off, 2, energy);
+        add_owned_norms(m_down, Side::inputs, v + m_down_off, 2, energy);
+      }
+      if (!reader_l1.empty()) add_owned_norms(m_down, Side::inputs, v + m_down_off, 1, reader_l1);
+    } else {
+      fail_unrestrictable();
+    }
   }
   /// Calls f(map) on the layer's own up, gate (swiglu) and down maps, to change what they carry
   /// besides parameters (a SelfGuided map's a).

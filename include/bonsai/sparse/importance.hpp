@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "../core/error.hpp"
+#include "../core/parallel.hpp"
 #include "../core/view.hpp"
 
 namespace bonsai {
@@ -69,17 +70,21 @@ template <class T>
 void activation_scores(MatrixView<const T> a, Aggregate agg, TokenMask valid,
                        std::span<double> out) {
   detail::check_scores("activation_scores", a.cols(), out, a.rows(), valid);
-  std::fill(out.begin(), out.end(), 0.0);
-  for (index_t t = 0; t < a.rows(); ++t) {
-    if (!detail::counts(valid, t)) continue;
-    for (index_t c = 0; c < a.cols(); ++c) {
-      const double x = std::abs(double(a(t, c)));
-      double& s = out[std::size_t(c)];
-      s = agg == Aggregate::max ? std::max(s, x) : s + x * x;
+  constexpr index_t panel = 64;  // columns per task, each walked row by row
+  const index_t cols = a.cols();
+  parallel_for((cols + panel - 1) / panel, [&](index_t q) {
+    const index_t c0 = q * panel, c1 = std::min(cols, c0 + panel);
+    double s[panel] = {};
+    for (index_t t = 0; t < a.rows(); ++t) {
+      if (!detail::counts(valid, t)) continue;
+      for (index_t c = c0; c < c1; ++c) {
+        const double x = std::abs(double(a(t, c)));
+        s[c - c0] = agg == Aggregate::max ? std::max(s[c - c0], x) : s[c - c0] + x * x;
+      }
     }
-  }
-  if (agg == Aggregate::l2)
-    for (double& s : out) s = std::sqrt(s);
+    for (index_t c = c0; c < c1; ++c)
+      out[std::size_t(c)] = agg == Aggregate::l2 ? std::sqrt(s[c - c0]) : s[c - c0];
+  }, a.rows() * panel);
 }
 
 /// Per-head activation statistic of head outputs o (T, H head_dim), head h in columns

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <span>
 #include <type_traits>
@@ -88,6 +89,64 @@ LowRank<T> restricted(const LowRank<T>& m, Side side, index_t k) {
                m.rank(), " features, not ", k, " (raise the kept count or lower the rank)");
   return side == Side::outputs ? LowRank<T>(m.in_features(), k, m.rank())
                                : LowRank<T>(k, m.out_features(), m.rank());
+}
+
+/// acc[i] += sum of |w|^p (p = 1 or 2) over the parameters that feature i of `side` owns alone:
+/// its row or column of each parameter indexed by that side (shared factors do not count).
+/// With p = 2 this is the squared norm of what a kept set gathers for the feature.
+template <class M, class T = scalar_of<M>>
+void add_owned_norms(const M& map, Side side, const T* params, int p, std::span<double> acc) {
+  static_assert(restrictable_v<M>, "add_owned_norms: only Dense and LowRank maps restrict");
+  const index_t n = side == Side::outputs ? map.out_features() : map.in_features();
+  BONSAI_CHECK(index_t(acc.size()) == n && (p == 1 || p == 2), "add_owned_norms: ", acc.size(),
+               " accumulators for ", n, " features (p = ", p, ")");
+  const auto term = [p](T w) { return p == 1 ? std::abs(double(w)) : double(w) * double(w); };
+  detail::for_each_restricted_param(
+      map, side, n,
+      [&](index_t rows, index_t cols, detail::AxisPair a, detail::Axis target, index_t off,
+          index_t, index_t, index_t) {
+        const T* w = params + off;
+        if (a.first == target) {
+          parallel_for(rows, [&](index_t r) {
+            double s = 0;
+            for (index_t c = 0; c < cols; ++c) s += term(w[r * cols + c]);
+            acc[std::size_t(r)] += s;
+          }, cols);
+        } else if (a.second == target) {  // 64-column panels, each walked row by row
+          constexpr index_t panel = 64;
+          parallel_for((cols + panel - 1) / panel, [&](index_t q) {
+            const index_t c0 = q * panel, c1 = std::min(cols, c0 + panel);
+            double s[panel] = {};
+            for (index_t r = 0; r < rows; ++r)
+              for (index_t c = c0; c < c1; ++c) s[c - c0] += term(w[r * cols + c]);
+            for (index_t c = c0; c < c1; ++c) acc[std::size_t(c)] += s[c - c0];
+          }, rows * panel);
+        }
+      });
+}
+
+/// flags[e] = 1 for every element of the parameters (laid out as `map`) that the restriction to
+/// `kept` reads: the kept rows or columns, and shared factors whole; other flags are left as
+/// they are.
+template <class M>
+void mark_kept_params(const M& map, Side side, std::span<const index_t> kept, std::uint8_t* flags) {
+  static_assert(restrictable_v<M>, "mark_kept_params: only Dense and LowRank maps restrict");
+  const index_t n = side == Side::outputs ? map.out_features() : map.in_features();
+  detail::check_kept(kept, n, "mark_kept_params");
+  detail::for_each_restricted_param(
+      map, side, index_t(kept.size()),
+      [&](index_t rows, index_t cols, detail::AxisPair a, detail::Axis target, index_t off,
+          index_t, index_t, index_t) {
+        std::uint8_t* f = flags + off;
+        if (a.first == target) {
+          for (index_t r : kept) std::fill_n(f + r * cols, cols, std::uint8_t(1));
+        } else if (a.second == target) {
+          for (index_t r = 0; r < rows; ++r)
+            for (index_t c : kept) f[r * cols + c] = 1;
+        } else {
+          std::fill_n(f, rows * cols, std::uint8_t(1));
+        }
+      });
 }
 
 /// compact = the parameters `full` (laid out as `map`) restricted to `kept` (increasing).

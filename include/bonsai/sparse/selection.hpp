@@ -96,6 +96,13 @@ inline std::vector<index_t> select_sample(std::span<const double> scores, index_
   return idx;
 }
 
+/// The neurons one transformer layer computes in a step of sparsity-accelerated training: its
+/// kept query heads and FFN channels, each in increasing order; an empty list keeps them all.
+struct LayerKept {
+  std::vector<index_t> heads;     // (k_heads)
+  std::vector<index_t> channels;  // (k_channels)
+};
+
 /// Either selection.
 inline std::vector<index_t> select_neurons(Selection how, std::span<const double> scores, index_t k,
                                            Rng& rng) {

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <span>
 #include <vector>
 
 #include "../core/parallel.hpp"
@@ -72,8 +73,14 @@ class AdamW {
 
   /// One update of every parameter from arena.grads() * grad_scale (the scale folds in clipping
   /// and the 1/micro-batches average; the gradients themselves are not modified). Deterministic:
-  /// purely elementwise, so the result does not depend on the thread count.
-  void step(ParamArena<T>& arena, double lr, double grad_scale = 1.0) {
+  /// purely elementwise, so the result does not depend on the thread count. With `update` (one
+  /// flag per parameter), elements whose flag is 0 are skipped: their values and moments stay
+  /// bitwise unchanged, so neither weight decay nor stale moments move them (the neurons a
+  /// sparsity-accelerated step omitted); the step count advances for all.
+  void step(ParamArena<T>& arena, double lr, double grad_scale = 1.0,
+            std::span<const std::uint8_t> update = {}) {
+    BONSAI_CHECK(update.empty() || index_t(update.size()) == size(), "AdamW: ", update.size(),
+                 " update flags for ", size(), " parameters");
     BONSAI_CHECK(arena.allocated() && arena.size() == size(), "AdamW: the arena has ", arena.size(),
                  " parameters", arena.allocated() ? "" : " (not allocated)",
                  " but the optimizer state was made for ", size());
@@ -94,18 +101,32 @@ class AdamW {
     T* m = m_m.data();
     T* v = m_v.data();
     const detail::AdamWChunk* chunks = m_chunks.data();
+    const std::uint8_t* flags = update.empty() ? nullptr : update.data();
     parallel_for(
         index_t(m_chunks.size()),
         [=](index_t c) {
           const detail::AdamWChunk ch = chunks[c];
           const T keep = ch.decays ? shrink : T(1);
-          for (index_t i = ch.begin; i < ch.end; ++i) {
-            const T gi = g[i] * scale;
-            const T mi = b1 * m[i] + c1 * gi;
-            const T vi = b2 * v[i] + c2 * gi * gi;
-            m[i] = mi;
-            v[i] = vi;
-            p[i] = p[i] * keep - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
+          if (flags) {  // branch-free, so it vectorises like the plain loop
+            for (index_t i = ch.begin; i < ch.end; ++i) {
+              const bool u = flags[i] != 0;
+              const T gi = g[i] * scale;
+              const T mi = b1 * m[i] + c1 * gi;
+              const T vi = b2 * v[i] + c2 * gi * gi;
+              const T pi = p[i] * keep - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
+              m[i] = u ? mi : m[i];
+              v[i] = u ? vi : v[i];
+              p[i] = u ? pi : p[i];
+            }
+          } else {
+            for (index_t i = ch.begin; i < ch.end; ++i) {
+              const T gi = g[i] * scale;
+              const T mi = b1 * m[i] + c1 * gi;
+              const T vi = b2 * v[i] + c2 * gi * gi;
+              m[i] = mi;
+              v[i] = vi;
+              p[i] = p[i] * keep - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
+            }
           }
         },
         detail::adamw_chunk);
