@@ -50,12 +50,7 @@ struct Fixture {
   std::vector<double> grads() const { return {arena.grads(), arena.grads() + arena.size()}; }
 };
 
-double max_diff(const std::vector<double>& a, const std::vector<double>& b) {
-  REQUIRE(a.size() == b.size());
-  double m = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(a[i] - b[i]));
-  return m;
-}
+using test::max_diff;
 
 /// Whether parameter entry `i` belongs to an omitted channel: a row of up/gate (or of U), an
 /// up/gate bias entry, or a column of down (or of V).

@@ -1,9 +1,13 @@
 // tests/support/finite_diff.hpp — central differences against an analytic gradient, for tests
-// whose loss is a function of a flat parameter or input array.
+// whose loss is a function of a flat parameter or input array, and the largest difference of two
+// flat results.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
+
+#include <doctest/doctest.h>
 
 #include <bonsai/config.hpp>
 
@@ -26,6 +30,14 @@ double worst_central_difference(double* x, index_t n, index_t stride, const doub
     worst = std::max(worst, std::abs((up - down) / (2 * h) - grad[i]));
   }
   return worst;
+}
+
+/// max_i |a[i] - b[i]|; the sizes must agree.
+inline double max_diff(const std::vector<double>& a, const std::vector<double>& b) {
+  REQUIRE(a.size() == b.size());
+  double m = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(a[i] - b[i]));
+  return m;
 }
 
 }  // namespace bonsai::test
