@@ -2,9 +2,9 @@
 // every expert on the token alone and gates by hand, for both gatings, k = 1, 2 and E, GELU and
 // SwiGLU, Dense, LowRank and BlockDense experts; central differences agree with backward for the
 // router, every expert parameter and x, with and without the load-balancing loss; the loss
-// matches hand computations (1 for a uniform router); identical experts under top-k-then-softmax
-// give the dense FFN (function-preserving upcycling); bad shapes and top-k values are rejected
-// with sentences naming both values. In double.
+// matches hand computations (1 for a uniform router); bad shapes and top-k values are rejected
+// with sentences naming both values. In double. Upcycling a dense FFN into this layer is tested
+// in tests/grow/test_upcycle.cpp.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -342,33 +342,6 @@ TEST_CASE("moe: the load-balancing loss and its router gradient match a hand com
   for (const ParamSlot& s : arena.slots())
     if (s.name.starts_with("experts.1."))
       for (index_t i = 0; i < s.size(); ++i) CHECK(arena.grads()[s.offset + i] == 0.0);
-}
-
-TEST_CASE("moe: identical experts under top-k then softmax give the dense FFN") {
-  // Upcycling is function-preserving for Mixtral-style gating: the weights sum to 1.
-  using D = Dense<double>;
-  for (ActKind act : {ActKind::gelu, ActKind::swiglu}) {
-    CAPTURE(std::string(to_string(act)));
-    Fixture<D, D> fx(D(d, f), D(f, d), act, 2, Gating::topk_softmax, 13);
-    Mlp<D, D> dense(D(d, f), D(f, d), act);
-    ParamArena<double> dense_arena;
-    dense.declare(dense_arena, "");
-    dense_arena.allocate();
-    Rng rng(3);
-    for (index_t i = 0; i < dense_arena.size(); ++i) dense_arena.values()[i] = 0.4 * rng.normal();
-    for (const ParamSlot& s : fx.arena.slots()) {
-      if (!s.name.starts_with("moe.experts.")) continue;
-      const std::string rest =
-          s.name.substr(s.name.find('.', std::string("moe.experts.").size()) + 1);
-      const ParamSlot& src = dense_arena.slot(rest);
-      std::copy_n(dense_arena.values() + src.offset, src.size(), fx.arena.values() + s.offset);
-    }
-    fx.forward();
-    std::vector<double> y(fx.y.size());
-    Mlp<D, D>::Context c;
-    dense.forward(dense_arena, c, fx.xv(), matrix_view(y.data(), n, d));
-    CHECK(max_diff(fx.y, y) <= 1e-13);
-  }
 }
 
 TEST_CASE("moe: float experts agree with double ones") {

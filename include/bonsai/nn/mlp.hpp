@@ -131,6 +131,9 @@ class Mlp {
   index_t width() const noexcept { return m_up.in_features(); }
   index_t hidden() const noexcept { return m_up.out_features(); }
   ActKind act() const noexcept { return m_act; }
+  /// The unbound up (also the gate's shape) and down maps: shapes and parameter layout.
+  const Up& up_map() const noexcept { return m_up; }
+  const Down& down_map() const noexcept { return m_down; }
   /// Forward FLOPs for `tokens` tokens (GEMMs only), computing `kept` channels (0: all).
   index_t flops(index_t tokens, index_t kept = 0) const {
     const index_t gated = m_act == ActKind::swiglu ? 2 : 1;

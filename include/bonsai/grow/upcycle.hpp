@@ -1,0 +1,254 @@
+// bonsai/grow/upcycle.hpp — sparse upcycling: a trained FFN y = down(act(up(x))) becomes a
+// Mixture-of-Experts layer (nn/moe.hpp) of E experts, each a copy of it or, fine-grained, a
+// shard of it. With granularity G the F hidden units are cut into G contiguous shards of F / G;
+// expert e = r G + s is shard s of copy r (E / G copies), so the G experts of one copy are
+// neighbours. The router Wr (E, d) starts random (rows N(0, std^2), shared by the G experts of a
+// copy under virtual groups) or zero. The layer equals the FFN when every token's k choices are
+// whole copies and their weights make one copy count once:
+//   y = sum_{e in S} w_e (c down_s(act(up_s(x))) + c_b b_down),
+// exact when S holds k / G whole copies and sum_S w_e c down_s(...) = down(act(up(x))):
+//   topk_softmax: w_e = 1 / k on the chosen (equal logits within a copy), so c = G, c_b = 1;
+//   softmax_topk: with a zero router w_e = p_e = 1 / E, so c = E G / k, c_b = E / k
+//   (Switch/GShard; a random router is not exact).
+// The factor c goes on the down map (exact for any activation) or, split, sqrt(c) on up (with
+// its bias) and sqrt(c) on down: exact for SwiGLU, whose up branch is linear, not for GELU.
+// Every structured map is linear in each of its parameter tensors (a product of factors), so a
+// map is scaled by scaling its first tensor. Shards of a structured map are its restriction to
+// the shard's units (sparse/restrict.hpp: Dense and LowRank); block-diagonal maps shard only
+// with G = 1. (Komatsuzaki et al., ICLR 2023; fine-grained: the virtual-group router of
+// Megatron-LM's upcycling.)
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "../core/error.hpp"
+#include "../core/rng.hpp"
+#include "../nn/arena.hpp"
+#include "../nn/mlp.hpp"
+#include "../nn/moe.hpp"
+#include "../sparse/restrict.hpp"
+
+namespace bonsai {
+
+/// How the upcycled router starts.
+enum class RouterInit {
+  random,  // rows N(0, router_std^2); the G experts of one copy share a row when G > 1
+  zero,    // every logit 0: ties go to the lowest experts, every probability is 1 / E
+};
+/// Where the experts' output factor c goes (see the header comment).
+enum class UpcycleScale {
+  down,   // c on the down map, the down bias times c_b: exact for any activation
+  split,  // sqrt(c) on up and its bias, sqrt(c) on down: exact for SwiGLU only
+  none,   // plain copies, the original recipe: exact only where c = 1 (top-k then softmax, G 1)
+};
+
+inline const char* to_string(RouterInit r) { return r == RouterInit::random ? "random" : "zero"; }
+inline RouterInit parse_router_init(std::string_view s) {
+  return detail::parse_kind(s, "router init", {RouterInit::random, RouterInit::zero});
+}
+inline const char* to_string(UpcycleScale s) {
+  return s == UpcycleScale::down ? "down" : s == UpcycleScale::split ? "split" : "none";
+}
+inline UpcycleScale parse_upcycle_scale(std::string_view s) {
+  return detail::parse_kind(s, "upcycle scale",
+                            {UpcycleScale::down, UpcycleScale::split, UpcycleScale::none});
+}
+
+struct UpcycleOptions {
+  index_t experts = 8;  // E, a multiple of the granularity
+  index_t top_k = 2;    // k; exact only when a multiple of the granularity
+  Gating gating = Gating::topk_softmax;
+  index_t granularity = 1;  // G shards per copy of the FFN (1: every expert is a whole copy)
+  RouterInit router = RouterInit::random;
+  /// G > 1: the G experts of one copy share their random router row (a virtual group), so a
+  /// token picks whole copies; off, every row is drawn on its own.
+  bool virtual_groups = true;
+  UpcycleScale scale = UpcycleScale::down;
+  double router_std = 0.02;
+  std::uint64_t seed = 1;
+
+  /// Throws unless E, k and G fit together and with an FFN of `hidden` units.
+  void check(index_t hidden) const {
+    BONSAI_CHECK(granularity >= 1 && experts >= 1 && experts % granularity == 0,
+                 "upcycle: ", experts, " experts cannot be made of whole copies cut into ",
+                 granularity, " shards");
+    BONSAI_CHECK(top_k >= 1 && top_k <= experts, "upcycle: top_k = ", top_k,
+                 " must lie between 1 and the number of experts, ", experts);
+    BONSAI_CHECK(hidden % granularity == 0, "upcycle: an FFN of ", hidden,
+                 " hidden units cannot be cut into ", granularity, " equal shards");
+    BONSAI_CHECK(router_std >= 0, "upcycle: router_std = ", router_std, " is negative");
+  }
+
+  /// The factor c on each expert's down map and c_b on its down bias that make the chosen
+  /// experts sum to the FFN (before the scale policy places them).
+  double down_factor() const {
+    return gating == Gating::topk_softmax ? double(granularity)
+                                          : double(experts) * double(granularity) / double(top_k);
+  }
+  double bias_factor() const {
+    return gating == Gating::topk_softmax ? 1.0 : double(experts) / double(top_k);
+  }
+
+  /// Whether the upcycled layer computes the FFN exactly (spec growth.md §9): k whole copies
+  /// per token, gates that count one copy once, and a scale that passes the activation.
+  bool function_preserving(ActKind act) const {
+    if (top_k % granularity != 0) return false;
+    if (router == RouterInit::random && granularity > 1 && !virtual_groups) return false;
+    // With k = E both gatings weigh every expert by its softmax probability.
+    if (gating == Gating::softmax_topk && router != RouterInit::zero && top_k != experts)
+      return false;
+    if (scale == UpcycleScale::none) return down_factor() == 1.0 && bias_factor() == 1.0;
+    if (scale == UpcycleScale::split) return down_factor() == 1.0 || act == ActKind::swiglu;
+    return true;
+  }
+};
+
+namespace detail {
+
+/// The hidden units of shard s of G, in order.
+inline std::vector<index_t> shard_units(index_t hidden, index_t granularity, index_t s) {
+  std::vector<index_t> units(static_cast<std::size_t>(hidden / granularity));
+  std::iota(units.begin(), units.end(), s * (hidden / granularity));
+  return units;
+}
+
+/// The parameters of `map` stored in `arena` under `prefix` (consecutive, first to last).
+template <class M, class T>
+const T* map_params(const M& map, const ParamArena<T>& arena, const std::string& prefix) {
+  return arena.values() + arena.slot(prefix + map.parameters().front().name).offset;
+}
+template <class M, class T>
+T* map_params(const M& map, ParamArena<T>& arena, const std::string& prefix) {
+  return arena.values() + arena.slot(prefix + map.parameters().front().name).offset;
+}
+
+/// Writes `full`'s parameters (laid out as `map`) restricted to `units` of `side` into `out`
+/// (laid out as the restriction), or copies them whole when the shard is everything.
+template <class M, class T>
+void shard_params(const M& map, Side side, const std::vector<index_t>& units, index_t all,
+                  const T* full, T* out) {
+  if (index_t(units.size()) == all) {
+    std::copy_n(full, map.param_count(), out);
+    return;
+  }
+  if constexpr (restrictable_v<M>) {
+    gather_params(map, side, units, full, out);
+  } else {
+    detail::fail("upcycle: a block-diagonal FFN cannot be cut into shards; use granularity 1");
+  }
+}
+
+/// Multiplies the map's output by c: its first parameter tensor times c.
+template <class M, class T>
+void scale_map(const M& map, T* params, double c) {
+  const index_t n = map.parameters().front().size();
+  for (index_t i = 0; i < n; ++i) params[i] = T(double(params[i]) * c);
+}
+
+template <class T>
+void scale_values(ParamArena<T>& arena, const std::string& name, double c) {
+  auto v = arena.value(name);
+  for (index_t i = 0; i < v.size(); ++i) v.data()[i] = T(double(v.data()[i]) * c);
+}
+
+}  // namespace detail
+
+/// The MoE layer an FFN upcycles into: E experts of F / G hidden units, k chosen per token.
+template <class Up, class Down>
+Moe<Up, Down> upcycled(const Mlp<Up, Down>& ffn, const UpcycleOptions& o) {
+  o.check(ffn.hidden());
+  const index_t units = ffn.hidden() / o.granularity;
+  if (o.granularity == 1) return Moe<Up, Down>(ffn.up_map(), ffn.down_map(), ffn.act(), o.experts,
+                                               o.top_k, o.gating);
+  if constexpr (restrictable_v<Up> && restrictable_v<Down>) {
+    return Moe<Up, Down>(restricted(ffn.up_map(), Side::outputs, units),
+                         restricted(ffn.down_map(), Side::inputs, units), ffn.act(), o.experts,
+                         o.top_k, o.gating);
+  } else {
+    detail::fail("upcycle: a block-diagonal FFN cannot be cut into shards; use granularity 1");
+  }
+}
+
+/// Writes the upcycled layer's parameters: `moe` (built by upcycled(ffn, o)) under `to_prefix`
+/// in `to` from the FFN under `from_prefix` in `from`. Expert r G + s is shard s of the FFN
+/// (copy r), scaled as the options say; the router is drawn from Rng(o.seed) or zeroed.
+template <class Up, class Down, class T>
+void upcycle(const Mlp<Up, Down>& ffn, const ParamArena<T>& from, const std::string& from_prefix,
+             const Moe<Up, Down>& moe, ParamArena<T>& to, const std::string& to_prefix,
+             const UpcycleOptions& o) {
+  o.check(ffn.hidden());
+  const index_t G = o.granularity, F = ffn.hidden(), E = o.experts;
+  BONSAI_CHECK(moe.experts() == E && moe.top_k() == o.top_k && moe.gating() == o.gating &&
+                   moe.hidden() * G == F && moe.width() == ffn.width() && moe.act() == ffn.act(),
+               "upcycle: the MoE layer (", moe.experts(), " experts of ", moe.hidden(),
+               " units, top ", moe.top_k(), ", ", to_string(moe.gating()),
+               ") is not the one upcycled() builds from an FFN of ", F, " units with ", E,
+               " experts, granularity ", G, ", top ", o.top_k, ", ", to_string(o.gating));
+  const bool gated = ffn.act() == ActKind::swiglu;
+  const double c = o.scale == UpcycleScale::none ? 1.0 : o.down_factor();
+  const double cb = o.scale == UpcycleScale::none ? 1.0 : o.bias_factor();
+  const double c_up = o.scale == UpcycleScale::split ? std::sqrt(c) : 1.0;
+  const double c_down = o.scale == UpcycleScale::split ? std::sqrt(c) : c;
+
+  for (index_t s = 0; s < G; ++s) {
+    const std::vector<index_t> units = detail::shard_units(F, G, s);
+    for (index_t r = 0; r < E / G; ++r) {
+      const index_t e = r * G + s;
+      const auto& expert = moe.expert(e);
+      const std::string src = from_prefix, dst = to_prefix + "experts." + std::to_string(e) + ".";
+      auto copy_part = [&](const char* part, const auto& full_map, const auto& shard_map, Side side) {
+        detail::shard_params(full_map, side, units, F,
+                             detail::map_params(full_map, from, src + part),
+                             detail::map_params(shard_map, to, dst + part));
+      };
+      auto copy_bias = [&](const std::string& name) {
+        const T* b = from.values() + from.slot(src + name).offset;
+        auto out = to.value(dst + name);
+        for (index_t i = 0; i < out.size(); ++i) out.data()[i] = b[units[std::size_t(i)]];
+      };
+      copy_part("up.", ffn.up_map(), expert.up_map(), Side::outputs);
+      copy_bias("up.bias");
+      if (gated) {
+        copy_part("gate.", ffn.up_map(), expert.up_map(), Side::outputs);
+        copy_bias("gate.bias");
+      }
+      copy_part("down.", ffn.down_map(), expert.down_map(), Side::inputs);
+      const auto db = from.slot(src + "down.bias");
+      std::copy_n(from.values() + db.offset, db.size(), to.value(dst + "down.bias").data());
+
+      if (c_up != 1.0) {
+        detail::scale_map(expert.up_map(), detail::map_params(expert.up_map(), to, dst + "up."),
+                          c_up);
+        detail::scale_values(to, dst + "up.bias", c_up);
+      }
+      if (c_down != 1.0)
+        detail::scale_map(expert.down_map(),
+                          detail::map_params(expert.down_map(), to, dst + "down."), c_down);
+      if (cb != 1.0) detail::scale_values(to, dst + "down.bias", cb);
+    }
+  }
+
+  // Router (E, d): random rows, one per expert or one per copy; or zero.
+  auto router = to.value(to_prefix + "router.weight");
+  const index_t d = ffn.width();
+  T* wr = router.data();
+  if (o.router == RouterInit::zero) {
+    std::fill_n(wr, E * d, T(0));
+    return;
+  }
+  Rng rng(o.seed);
+  const bool shared = G > 1 && o.virtual_groups;
+  for (index_t e = 0; e < E; ++e) {
+    if (shared && e % G != 0) {
+      std::copy_n(wr + (e - e % G) * d, d, wr + e * d);
+      continue;
+    }
+    for (index_t i = 0; i < d; ++i) wr[e * d + i] = T(o.router_std * rng.normal());
+  }
+}
+
+}  // namespace bonsai
