@@ -9,6 +9,7 @@
 
 #include <bonsai/bonsai.hpp>
 #include <bonsai/grow/upcycle.hpp>
+#include <bonsai/nn/gpt.hpp>
 #include <string>
 #include <vector>
 
@@ -259,4 +260,109 @@ TEST_CASE("upcycle: bad options are rejected with a sentence") {
   CHECK_THROWS_WITH_AS(parse_router_init("ones"), doctest::Contains("ones"), Error);
   CHECK(parse_upcycle_scale("split") == UpcycleScale::split);
   CHECK(parse_router_init("zero") == RouterInit::zero);
+}
+
+namespace {
+
+GptConfig dense_gpt(bool llama) {
+  GptConfig c;
+  c.vocab_size = 17;
+  c.max_seq_len = 8;
+  c.n_layer = 3;
+  c.d_model = 8;
+  c.n_head = 2;
+  c.ffn_dim = 16;
+  c.init_std = 0.4;
+  if (llama) {
+    c.norm = NormKind::rmsnorm;
+    c.pos = PosKind::rope;
+    c.act = ActKind::swiglu;
+    c.n_kv_head = 1;
+  }
+  return c;
+}
+
+/// The largest logit difference between a dense Gpt and its upcycling under `o`.
+template <class Map>
+double upcycled_logit_diff(const GptConfig& c, const UpcycleOptions& o) {
+  Gpt<Map, Map> dense(c);
+  Rng rng(11);
+  dense.init(rng);
+  auto& values = dense.arena();
+  for (index_t i = 0; i < values.size(); ++i) values.values()[i] += 0.2 * rng.normal();
+  Gpt<Map, Map> moe(upcycled_config(c, o));
+  upcycle(dense, moe, o);
+  std::vector<std::int32_t> tokens(16);
+  for (auto& t : tokens) t = std::int32_t(rng.uniform() * double(c.vocab_size));
+  const TokenBatch batch{tokens.data(), nullptr, 2, 8};
+  typename Gpt<Map, Map>::Context a, b;
+  dense.forward(a, batch);
+  moe.forward(b, batch);
+  const auto la = dense.logits(a), lb = moe.logits(b);
+  double worst = 0;
+  for (index_t i = 0; i < la.size(); ++i)
+    worst = std::max(worst, std::abs(la.data()[i] - lb.data()[i]));
+  return worst;
+}
+
+}  // namespace
+
+TEST_CASE("upcycle: a whole Gpt keeps its logits under the exact options and not otherwise") {
+  for (bool llama : {false, true}) {
+    CAPTURE(llama);
+    const GptConfig c = dense_gpt(llama);
+    const ActKind act = c.act;
+    UpcycleOptions o = options(4, 2, Gating::topk_softmax);
+    for (index_t every : {1, 2}) {
+      o.every = every;
+      CHECK(upcycled_logit_diff<D>(c, o) <= 1e-12);
+    }
+    o = options(6, 2, Gating::topk_softmax, 2);  // fine-grained, virtual groups
+    o.every = 1;
+    CHECK(upcycled_logit_diff<D>(c, o) <= 1e-12);
+    o = options(4, 2, Gating::softmax_topk, 1, RouterInit::zero);
+    CHECK(upcycled_logit_diff<D>(c, o) <= 1e-12);
+    // Inexact: a random router under softmax then top-k, and plain copies of shards.
+    o = options(4, 2, Gating::softmax_topk);
+    REQUIRE_FALSE(o.function_preserving(act));
+    CHECK(upcycled_logit_diff<D>(c, o) > 1e-3);
+    o = options(4, 2, Gating::topk_softmax, 2);
+    o.scale = UpcycleScale::none;
+    REQUIRE_FALSE(o.function_preserving(act));
+    CHECK(upcycled_logit_diff<D>(c, o) > 1e-3);
+  }
+  GptConfig low = dense_gpt(false);
+  low.ffn = FfnKind::lowrank;
+  low.rank = 4;
+  UpcycleOptions o = options(4, 2, Gating::topk_softmax, 2);
+  o.every = 1;
+  CHECK(upcycled_logit_diff<LowRank<double>>(low, o) <= 1e-12);
+}
+
+TEST_CASE("upcycle: a whole Gpt copies every other parameter and builds every other layer") {
+  const GptConfig c = dense_gpt(false);
+  UpcycleOptions o = options(4, 2, Gating::topk_softmax);
+  const GptConfig u = upcycled_config(c, o);
+  CHECK(u.moe_experts == 4);
+  CHECK(u.moe_every == 2);
+  CHECK(u.moe_hidden() == 16);
+  CHECK_FALSE(u.moe_layer(0));
+  CHECK(u.moe_layer(1));
+  CHECK_FALSE(u.moe_layer(2));
+  Gpt<D, D> dense(c), moe(u);
+  Rng rng(2);
+  dense.init(rng);
+  upcycle(dense, moe, o);
+  for (const ParamSlot& s : dense.arena().slots()) {
+    if (s.name.starts_with("h.1.mlp.")) continue;
+    CAPTURE(s.name);
+    const auto v = moe.arena().value(s.name);
+    const double* src = dense.arena().values() + s.offset;
+    for (index_t i = 0; i < s.size(); ++i) CHECK(v.data()[i] == src[i]);
+  }
+  CHECK_THROWS_WITH_AS(upcycled_config(u, o), doctest::Contains("already has Mixture-of-Experts"),
+                       Error);
+  o.experts = 8;
+  CHECK_THROWS_WITH_AS(upcycle(dense, moe, o), doctest::Contains("is not the upcycled config"),
+                       Error);
 }

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <bonsai/bonsai.hpp>
+#include <bonsai/nn/gpt.hpp>
 #include <bonsai/nn/moe.hpp>
 #include <cmath>
 #include <numeric>
@@ -448,4 +449,106 @@ TEST_CASE("moe: gating names round-trip and unknown names list the accepted ones
   CHECK_THROWS_WITH_AS(
       parse_gating("top2"),
       doctest::Contains("unknown gating 'top2' (expected topk_softmax|softmax_topk)"), Error);
+}
+
+namespace {
+
+GptConfig moe_gpt(index_t every, bool dense_first, bool llama) {
+  GptConfig c;
+  c.vocab_size = 11;
+  c.max_seq_len = 6;
+  c.n_layer = 2;
+  c.d_model = 6;
+  c.n_head = 2;
+  c.ffn_dim = 8;
+  c.init_std = 0.4;
+  c.dense_first_ffn = dense_first;
+  c.moe_experts = 3;
+  c.moe_top_k = 2;
+  c.moe_every = every;
+  c.moe_ffn_dim = 4;
+  c.moe_aux_loss = 0.3;  // large, so a wrong aux gradient shows
+  if (llama) {
+    c.norm = NormKind::rmsnorm;
+    c.pos = PosKind::rope;
+    c.act = ActKind::swiglu;
+    c.n_head = 3;  // head_dim 2, even for the rotation
+    c.moe_gating = Gating::softmax_topk;
+  }
+  return c;
+}
+
+template <class Map>
+void check_moe_gpt_gradients(const GptConfig& c) {
+  Gpt<Map, Map> model(c);
+  Rng rng(5);
+  model.init(rng);
+  auto& arena = model.arena();
+  for (index_t i = 0; i < arena.size(); ++i) arena.values()[i] += 0.1 * rng.normal();
+  std::vector<std::int32_t> in(12), tgt(12);
+  for (auto& t : in) t = std::int32_t(rng.uniform() * double(c.vocab_size));
+  for (auto& t : tgt) t = std::int32_t(rng.uniform() * double(c.vocab_size));
+  const TokenBatch batch{in.data(), tgt.data(), 2, 6};
+  typename Gpt<Map, Map>::Context ctx;
+  arena.zero_grads();
+  const double ce = model.forward(ctx, batch, 1.0);
+  const double aux = model.moe_aux_loss(ctx);
+  model.backward(ctx);
+  CHECK(std::isfinite(ce));
+  CHECK(aux > 0.5);  // one per MoE layer when balanced, more when not
+  const std::vector<double> grad(arena.grads(), arena.grads() + arena.size());
+  const double worst = test::worst_central_difference(
+      arena.values(), arena.size(), 1, grad.data(), [&] {
+        const double loss = model.forward(ctx, batch);
+        return loss + c.moe_aux_loss * model.moe_aux_loss(ctx);
+      });
+  CHECK(worst < 1e-6);
+}
+
+}  // namespace
+
+TEST_CASE("moe: a Gpt with MoE layers has exact gradients of cross-entropy plus aux loss") {
+  for (bool llama : {false, true})
+    for (index_t every : {1, 2})
+      for (bool first : {false, true}) {
+        CAPTURE(llama);
+        CAPTURE(every);
+        CAPTURE(first);
+        check_moe_gpt_gradients<Dense<double>>(moe_gpt(every, first, llama));
+      }
+  GptConfig c = moe_gpt(1, true, false);
+  c.ffn = FfnKind::lowrank;
+  c.rank = 2;
+  check_moe_gpt_gradients<LowRank<double>>(c);
+}
+
+TEST_CASE("moe: a Gpt's MoE layers, their names and FLOPs") {
+  const GptConfig c = moe_gpt(2, false, false);
+  Gpt<Dense<double>, Dense<double>> model(c);
+  const auto& arena = model.arena();
+  CHECK(arena.find("h.0.mlp.up.weight") != nullptr);
+  CHECK(arena.find("h.0.moe.router.weight") == nullptr);
+  CHECK(arena.slot("h.1.moe.router.weight").shape == std::vector<index_t>{3, 6});
+  CHECK(arena.slot("h.1.moe.experts.2.up.weight").shape == std::vector<index_t>{4, 6});
+  CHECK(arena.find("h.1.mlp.up.weight") == nullptr);
+  CHECK(model.blocks()[1].moe() != nullptr);
+  CHECK(model.blocks()[0].moe() == nullptr);
+  CHECK_THROWS_WITH_AS(model.blocks()[1].mlp(), doctest::Contains("Mixture-of-Experts"), Error);
+  // Layer 1's FFN: the router and k = 2 experts of 4 units per token.
+  const index_t N = 12, d = 6;
+  const index_t dense_ffn = 2 * 2 * N * d * 8, moe_ffn = 2 * N * d * 3 + 2 * (2 * 2 * N * d * 4);
+  GptConfig plain = c;
+  plain.moe_experts = 0;
+  Gpt<Dense<double>, Dense<double>> reference(plain);
+  CHECK(model.flops(2, 6) - reference.flops(2, 6) == moe_ffn - dense_ffn);
+
+  GptConfig bad = c;
+  bad.moe_top_k = 4;
+  CHECK_THROWS_WITH_AS(bad.validate(),
+                       doctest::Contains("moe_top_k = 4 must lie between 1 and moe_experts = 3"),
+                       Error);
+  bad = c;
+  bad.moe_every = 3;
+  CHECK_THROWS_WITH_AS(bad.validate(), doctest::Contains("moe_every = 3 must lie between 1 and"),
+                       Error);
 }

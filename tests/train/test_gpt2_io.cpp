@@ -76,6 +76,12 @@ void check_same_config(const GptConfig& a, const GptConfig& b) {
   CHECK(a.norm_eps == b.norm_eps);
   CHECK(a.rope_base == b.rope_base);
   CHECK(a.init_std == b.init_std);
+  CHECK(a.moe_experts == b.moe_experts);
+  CHECK(a.moe_top_k == b.moe_top_k);
+  CHECK(a.moe_every == b.moe_every);
+  CHECK(a.moe_ffn_dim == b.moe_ffn_dim);
+  CHECK(a.moe_gating == b.moe_gating);
+  CHECK(a.moe_aux_loss == b.moe_aux_loss);
 }
 
 std::string text_of(const fs::path& p) {
@@ -125,6 +131,22 @@ TEST_CASE("gpt_config_json: round trip is exact and carries the HF GPT-2 keys") 
   CHECK(gpt_config_to_json(GptConfig{})["eos_token_id"] == 50256);
   CHECK(j["bonsai"]["ffn"] == "blockdense");
   CHECK(j["bonsai"]["n_kv_head"] == 2);
+  CHECK_FALSE(j["bonsai"].contains("moe_experts"));  // dense configs stay as they were
+
+  // Mixture-of-Experts layers round-trip too.
+  c.moe_experts = 8;
+  c.moe_top_k = 1;
+  c.moe_every = 3;
+  c.moe_ffn_dim = 96;
+  c.moe_gating = Gating::softmax_topk;
+  c.moe_aux_loss = 0.001;
+  const nlohmann::json m = gpt_config_to_json(c);
+  CHECK(m["bonsai"]["moe_gating"] == "softmax_topk");
+  check_same_config(gpt_config_from_json(nlohmann::json::parse(m.dump())), c);
+  nlohmann::json bad = m;
+  bad["bonsai"]["moe_gating"] = "best";
+  CHECK(error_of([&] { gpt_config_from_json(bad); }).find("unknown gating 'best'") !=
+        std::string::npos);
 }
 
 TEST_CASE("gpt_config_json: reads plain HF configs and rejects bad ones") {
@@ -331,6 +353,10 @@ TEST_CASE("gpt2_io: only dense GPT-2 models export") {
   c = tiny();
   c.n_kv_head = 1;
   CHECK_THROWS_AS(export_hf(dir.path / "hf", c, a), Error);
+  c = tiny();
+  c.moe_experts = 2;
+  CHECK(error_of([&] { export_hf(dir.path / "hf", c, a); }).find("moe_experts=2") !=
+        std::string::npos);
   // The arena must match the config exactly.
   GptConfig wider = tiny();
   wider.max_seq_len = 7;

@@ -96,6 +96,8 @@ inline WidthMap rank_map(const GptConfig& c, index_t r) {
 /// The plan of `method` from model `from` to `target`.
 inline GrowthPlan make_preset(GrowthMethod method, const GptConfig& from, const GrowthTarget& target,
                               const PresetOptions& o = {}) {
+  BONSAI_CHECK(from.moe_experts == 0, "grow: ", to_string(method), " cannot grow a model with ",
+               "Mixture-of-Experts layers (", from.moe_experts, " experts); upcycle last");
   const detail::ResolvedTarget t = detail::resolve(from, target);
   // Block-diagonal FFNs keep every copy in its block (BlockShuffle: its contiguous input and
   // interleaved output blocks both).

@@ -15,8 +15,9 @@
 // Every structured map is linear in each of its parameter tensors (a product of factors), so a
 // map is scaled by scaling its first tensor. Shards of a structured map are its restriction to
 // the shard's units (sparse/restrict.hpp: Dense and LowRank); block-diagonal maps shard only
-// with G = 1. (Komatsuzaki et al., ICLR 2023; fine-grained: the virtual-group router of
-// Megatron-LM's upcycling.)
+// with G = 1. A whole Gpt upcycles every `every`-th layer (layers every - 1, 2 every - 1, ...,
+// as the recipe upcycles every other layer) and keeps everything else. (Komatsuzaki et al.,
+// ICLR 2023; fine-grained: the virtual-group router of Megatron-LM's upcycling.)
 #pragma once
 
 #include <cmath>
@@ -28,6 +29,7 @@
 #include "../core/error.hpp"
 #include "../core/rng.hpp"
 #include "../nn/arena.hpp"
+#include "../nn/gpt.hpp"
 #include "../nn/mlp.hpp"
 #include "../nn/moe.hpp"
 #include "../sparse/restrict.hpp"
@@ -70,6 +72,8 @@ struct UpcycleOptions {
   UpcycleScale scale = UpcycleScale::down;
   double router_std = 0.02;
   std::uint64_t seed = 1;
+  /// Whole models: every `every`-th layer becomes a MoE layer (2: every other one).
+  index_t every = 2;
 
   /// Throws unless E, k and G fit together and with an FFN of `hidden` units.
   void check(index_t hidden) const {
@@ -249,6 +253,66 @@ void upcycle(const Mlp<Up, Down>& ffn, const ParamArena<T>& from, const std::str
     }
     for (index_t i = 0; i < d; ++i) wr[e * d + i] = T(o.router_std * rng.normal());
   }
+}
+
+/// The config of `c` with every o.every-th FFN upcycled: E experts of F / G units, top k.
+inline GptConfig upcycled_config(const GptConfig& c, const UpcycleOptions& o) {
+  BONSAI_CHECK(c.moe_experts == 0, "upcycle: the model already has Mixture-of-Experts layers (",
+               c.moe_experts, " experts)");
+  o.check(c.ffn_width());
+  GptConfig out = c;
+  out.moe_experts = o.experts;
+  out.moe_top_k = o.top_k;
+  out.moe_gating = o.gating;
+  out.moe_every = o.every;
+  out.moe_ffn_dim = c.ffn_width() / o.granularity;
+  out.validate();
+  return out;
+}
+
+namespace detail {
+
+template <class Block, class T>
+void upcycle_block(const Block& dense, const ParamArena<T>& from, const Block& moe,
+                   ParamArena<T>& to, index_t layer, UpcycleOptions o) {
+  o.seed += std::uint64_t(layer);  // every layer draws its own router
+  const std::string prefix = layer_param_name(layer, "");
+  upcycle(dense.mlp(), from, prefix + "mlp.", *moe.moe(), to, prefix + "moe.", o);
+}
+
+}  // namespace detail
+
+/// Writes `moe`'s parameters (a Gpt of upcycled_config(dense.config(), o)) from `dense`:
+/// every parameter the two share is copied, and each MoE layer's experts and router are
+/// upcycled from the dense layer's FFN (the router seeded with o.seed + layer).
+template <class Up, class Down>
+void upcycle(const Gpt<Up, Down>& dense, Gpt<Up, Down>& moe, const UpcycleOptions& o) {
+  const GptConfig want = upcycled_config(dense.config(), o), &got = moe.config();
+  BONSAI_CHECK(got.moe_experts == want.moe_experts && got.moe_top_k == want.moe_top_k &&
+                   got.moe_every == want.moe_every && got.moe_hidden() == want.moe_hidden() &&
+                   got.moe_gating == want.moe_gating && got.n_layer == want.n_layer &&
+                   got.d_model == want.d_model,
+               "upcycle: the target model (", got.moe_experts, " experts of ", got.moe_hidden(),
+               " units every ", got.moe_every, " layers) is not the upcycled config (",
+               want.moe_experts, " experts of ", want.moe_hidden(), " units every ",
+               want.moe_every, " layers)");
+  using T = typename Gpt<Up, Down>::T;
+  const ParamArena<T>& from = dense.arena();
+  ParamArena<T>& to = moe.arena();
+  for (const std::string& name : copy_by_name(from, from.values(), to, to.values())) {
+    const auto layer = split_layer_param_name(name);
+    BONSAI_CHECK(layer && want.moe_layer(layer->layer) && layer->rest.starts_with("moe."),
+                 "upcycle: the dense model has no parameter '", name, "'");
+  }
+  index_t l = 0;
+  if (dense.first_block()) {
+    if (want.moe_layer(0))
+      detail::upcycle_block(*dense.first_block(), from, *moe.first_block(), to, 0, o);
+    l = 1;
+  }
+  for (std::size_t i = 0; i < dense.blocks().size(); ++i, ++l)
+    if (want.moe_layer(l))
+      detail::upcycle_block(dense.blocks()[i], from, moe.blocks()[i], to, l, o);
 }
 
 }  // namespace bonsai

@@ -1,6 +1,8 @@
 // bonsai/nn/block.hpp — Block<Up, Down>: one pre-norm transformer layer on the residual stream,
-//   r = x + Attention(Norm_1(x)),   y = r + Mlp<Up, Down>(Norm_2(r)),
-// with parameters "<prefix>ln_1.*", "attn.*", "ln_2.*", "mlp.*". Backward runs on the residual
+//   r = x + Attention(Norm_1(x)),   y = r + Ffn(Norm_2(r)),
+// where Ffn is an Mlp<Up, Down> or a Mixture-of-Experts layer Moe<Up, Down> (whose
+// load-balancing loss the block keeps), with parameters "<prefix>ln_1.*", "attn.*", "ln_2.*" and
+// "mlp.*" or "moe.*". Backward runs on the residual
 // gradient in place: given dL/dy it leaves dL/dx in the same buffer. A BlockMask (MSG's growth
 // masks, nn/growth_mask.hpp) scales the norms, q/k/v, the FFN units and both branch outputs; a
 // LayerKept (sparsity-accelerated training, sparse/selection.hpp) limits attention and MLP to
@@ -8,9 +10,11 @@
 #pragma once
 
 #include <string>
+#include <variant>
 
 #include "attention.hpp"
 #include "mlp.hpp"
+#include "moe.hpp"
 #include "norm.hpp"
 #include "../sparse/selection.hpp"
 
@@ -21,31 +25,37 @@ class Block {
  public:
   using T = scalar_of<Up>;
   using MlpType = Mlp<Up, Down>;
+  using MoeType = Moe<Up, Down>;
 
   struct Context {
     typename Norm<T>::Context ln_1, ln_2;
     typename Attention<T>::Context attn;
     typename MlpType::Context mlp;
+    typename MoeType::Context moe;
+    T aux_weight = T(0);        // backward's weight of the MoE load-balancing loss
     Workspace<T> a, r, m, tmp;  // (N, d): Norm_1(x), the mid residual, Norm_2(r), a branch
     Workspace<T> dbranch;       // (N, d): d(branch) = c dres under a branch mask
     BlockMask<T> mask;          // the forward's masks
   };
 
-  Block(const GptConfig& c, const MlpType& mlp)
+  /// A layer whose FFN is `ffn`: an MlpType or a MoeType.
+  template <class Ffn>
+  Block(const GptConfig& c, Ffn ffn)
       : m_ln_1(c.norm, c.d_model, c.norm_eps), m_ln_2(c.norm, c.d_model, c.norm_eps),
-        m_attn(c), m_mlp(mlp) {}
+        m_attn(c), m_ffn(std::move(ffn)) {}
 
   void declare(ParamArena<T>& arena, const std::string& prefix) {
     m_ln_1.declare(arena, prefix + "ln_1.");
     m_attn.declare(arena, prefix + "attn.");
     m_ln_2.declare(arena, prefix + "ln_2.");
-    m_mlp.declare(arena, prefix + "mlp.");
+    if (MoeType* moe = std::get_if<MoeType>(&m_ffn)) moe->declare(arena, prefix + "moe.");
+    else mlp().declare(arena, prefix + "mlp.");
   }
   void init(ParamArena<T>& arena, Rng& rng, double stddev, double proj_std) const {
     m_ln_1.init(arena);
     m_attn.init(arena, rng, stddev, proj_std);
     m_ln_2.init(arena);
-    m_mlp.init(arena, rng, stddev, proj_std);
+    std::visit([&](const auto& ffn) { ffn.init(arena, rng, stddev, proj_std); }, m_ffn);
   }
 
   /// y = block(x): x, y (B*T, d); x must stay unchanged until backward. The mask's vectors
@@ -62,7 +72,13 @@ class Block {
                    kept.heads);
     add_branch(x, branch, r, mask.branch);
     m_ln_2.forward(arena, ctx.ln_2, MatrixView<const T, Host>(r), m, mask.residual);
-    m_mlp.forward(arena, ctx.mlp, MatrixView<const T, Host>(m), branch, mask.ffn, kept.channels);
+    if (const MoeType* moe = this->moe()) {
+      BONSAI_CHECK(!mask.ffn && kept.channels.empty(), "Block: a Mixture-of-Experts layer takes "
+                   "no FFN growth mask and no kept channels");
+      moe->forward(arena, ctx.moe, MatrixView<const T, Host>(m), branch);
+    } else {
+      mlp().forward(arena, ctx.mlp, MatrixView<const T, Host>(m), branch, mask.ffn, kept.channels);
+    }
     add_branch(MatrixView<const T, Host>(r), branch, y, mask.branch);
   }
 
@@ -78,15 +94,22 @@ class Block {
                   mask.qkv);
     add_branch(x, branch, r, mask.branch);
     m_ln_2.forward(arena, ctx.ln_2, MatrixView<const T, Host>(r), m, mask.residual);
-    m_mlp.forward(arena, ctx.mlp, MatrixView<const T, Host>(m), branch, mask.ffn);
+    if (const MoeType* moe = this->moe())
+      moe->forward(arena, ctx.moe, MatrixView<const T, Host>(m), branch);
+    else
+      mlp().forward(arena, ctx.mlp, MatrixView<const T, Host>(m), branch, mask.ffn);
     add_branch(MatrixView<const T, Host>(r), branch, y, mask.branch);
   }
 
-  /// dres (B*T, d): dL/dy on entry, dL/dx on return; parameter gradients +=.
+  /// dres (B*T, d): dL/dy on entry, dL/dx on return; parameter gradients +=. A MoE layer's
+  /// loss also holds ctx.aux_weight times its load-balancing loss.
   void backward(ParamArena<T>& arena, Context& ctx, const MatrixView<T, Host>& dres) const {
     const index_t n = dres.rows(), d = dres.cols();
     const auto branch = ctx.tmp.matrix(n, d);  // (N, d)
-    m_mlp.backward(arena, ctx.mlp, branch_grad(ctx, dres), branch);
+    if (const MoeType* moe = this->moe())
+      moe->backward(arena, ctx.moe, branch_grad(ctx, dres), branch, ctx.aux_weight);
+    else
+      mlp().backward(arena, ctx.mlp, branch_grad(ctx, dres), branch);
     m_ln_2.backward(arena, ctx.ln_2, MatrixView<const T, Host>(branch), dres, /*accumulate=*/true);
     m_attn.backward(arena, ctx.attn, branch_grad(ctx, dres), branch);
     m_ln_1.backward(arena, ctx.ln_1, MatrixView<const T, Host>(branch), dres, /*accumulate=*/true);
@@ -94,11 +117,23 @@ class Block {
 
   /// Forward FLOPs, computing only the kept heads and channels.
   index_t flops(index_t batch, index_t seq, const LayerKept& kept = {}) const {
-    return m_attn.flops(batch, seq, index_t(kept.heads.size())) +
-           m_mlp.flops(batch * seq, index_t(kept.channels.size()));
+    const index_t attn = m_attn.flops(batch, seq, index_t(kept.heads.size()));
+    if (const MoeType* moe = this->moe()) return attn + moe->flops(batch * seq);
+    return attn + mlp().flops(batch * seq, index_t(kept.channels.size()));
   }
-  const MlpType& mlp() const noexcept { return m_mlp; }
-  MlpType& mlp() noexcept { return m_mlp; }
+  /// The FFN of a layer without experts; throws for a MoE layer.
+  const MlpType& mlp() const {
+    BONSAI_CHECK(!moe(), "Block: this layer's FFN is a Mixture-of-Experts layer, not an Mlp");
+    return std::get<MlpType>(m_ffn);
+  }
+  MlpType& mlp() {
+    BONSAI_CHECK(!moe(), "Block: this layer's FFN is a Mixture-of-Experts layer, not an Mlp");
+    return std::get<MlpType>(m_ffn);
+  }
+  /// The MoE layer, or null for a plain FFN.
+  const MoeType* moe() const noexcept { return std::get_if<MoeType>(&m_ffn); }
+  /// The load-balancing loss of the last forward (0 without experts).
+  T aux_loss(const Context& ctx) const { return moe() ? ctx.moe.aux : T(0); }
   const Attention<T>& attention() const noexcept { return m_attn; }
 
  private:
@@ -122,7 +157,7 @@ class Block {
 
   Norm<T> m_ln_1, m_ln_2;
   Attention<T> m_attn;
-  MlpType m_mlp;
+  std::variant<MlpType, MoeType> m_ffn;
 };
 
 }  // namespace bonsai

@@ -1,6 +1,7 @@
 // bonsai/nn/config.hpp — GptConfig: everything that fixes a GPT-style model's shape. GPT-2 is
 // the default (LayerNorm, learned positions, tanh-GELU FFN, dense everywhere); the Llama-style
-// options (RMSNorm, rotary positions, SwiGLU) and the structured FFNs are switches on it.
+// options (RMSNorm, rotary positions, SwiGLU), the structured FFNs and Mixture-of-Experts FFN
+// layers are switches on it.
 #pragma once
 
 #include <algorithm>
@@ -16,6 +17,11 @@ enum class NormKind { layernorm, rmsnorm };
 enum class PosKind { learned, rope };
 enum class ActKind { gelu, swiglu };
 enum class FfnKind { dense, lowrank, blockdense, blockshuffle };
+/// How a Mixture-of-Experts router turns the logits of a token's chosen experts into weights.
+enum class Gating {
+  topk_softmax,  // choose the top k logits, softmax over them (Mixtral); weights sum to 1
+  softmax_topk,  // softmax over all experts, keep the top k probabilities (Switch, GShard)
+};
 
 struct GptConfig {
   index_t vocab_size = 50257;
@@ -33,6 +39,16 @@ struct GptConfig {
   index_t rank = 0;          // LowRank / BlockDense rank
   index_t blocks = 0;        // BlockDense / BlockShuffle blocks
   bool dense_first_ffn = true;  // keep layer 0's FFN dense (the paper's default)
+  // Mixture-of-Experts FFN layers (nn/moe.hpp): with moe_experts E > 0, every moe_every-th
+  // layer (layers moe_every - 1, 2 moe_every - 1, ...) has E experts of moe_ffn_dim hidden
+  // units, moe_top_k chosen per token, and the loss adds moe_aux_loss times each such layer's
+  // load-balancing loss.
+  index_t moe_experts = 0;     // 0: no MoE layers
+  index_t moe_top_k = 2;
+  index_t moe_every = 2;       // every other layer, as sparse upcycling and V-MoE do
+  index_t moe_ffn_dim = 0;     // an expert's hidden width; 0 means the FFN width
+  Gating moe_gating = Gating::topk_softmax;
+  double moe_aux_loss = 0.01;  // Switch Transformer's coefficient
   double norm_eps = 1e-5;
   double rope_base = 10000.0;
   double init_std = 0.02;
@@ -42,6 +58,9 @@ struct GptConfig {
   index_t head_dim() const { return attention_width() / n_head; }
   index_t kv_width() const { return kv_heads() * head_dim(); }
   index_t ffn_width() const { return ffn_dim ? ffn_dim : 4 * d_model; }
+  index_t moe_hidden() const { return moe_ffn_dim ? moe_ffn_dim : ffn_width(); }
+  /// Whether layer `l`'s FFN is a Mixture-of-Experts layer.
+  bool moe_layer(index_t l) const { return moe_experts > 0 && l % moe_every == moe_every - 1; }
   /// Whether layer `l`'s FFN uses the configured structure (else it is dense).
   bool structured_ffn(index_t l) const {
     return ffn != FfnKind::dense && !(dense_first_ffn && l == 0);
@@ -71,6 +90,16 @@ struct GptConfig {
                    " exceeds min(d_model, FFN width) = min(", d_model, ", ", ffn_width(), ")");
     }
     if (ffn == FfnKind::blockdense || ffn == FfnKind::blockshuffle) positive("blocks", blocks);
+    BONSAI_CHECK(moe_experts >= 0 && moe_ffn_dim >= 0,
+                 "GptConfig: moe_experts and moe_ffn_dim must be >= 0 (0 = none, default)");
+    if (moe_experts > 0) {
+      BONSAI_CHECK(moe_top_k >= 1 && moe_top_k <= moe_experts, "GptConfig: moe_top_k = ",
+                   moe_top_k, " must lie between 1 and moe_experts = ", moe_experts);
+      BONSAI_CHECK(moe_every >= 1 && moe_every <= n_layer, "GptConfig: moe_every = ", moe_every,
+                   " must lie between 1 and n_layer = ", n_layer);
+      BONSAI_CHECK(moe_aux_loss >= 0, "GptConfig: moe_aux_loss = ", moe_aux_loss,
+                   " must not be negative");
+    }
   }
 };
 
@@ -108,6 +137,12 @@ inline PosKind parse_pos(std::string_view s) {
 }
 inline ActKind parse_act(std::string_view s) {
   return detail::parse_kind(s, "activation", {ActKind::gelu, ActKind::swiglu});
+}
+inline const char* to_string(Gating g) {
+  return g == Gating::topk_softmax ? "topk_softmax" : "softmax_topk";
+}
+inline Gating parse_gating(std::string_view s) {
+  return detail::parse_kind(s, "gating", {Gating::topk_softmax, Gating::softmax_topk});
 }
 inline FfnKind parse_ffn(std::string_view s) {
   return detail::parse_kind(

@@ -5,7 +5,11 @@
 // All parameters live in one ParamArena; forward(ctx, ...) saves what backward(ctx) needs.
 // After MSG growth, set_growth_mask masks the new units and layers (nn/growth_mask.hpp). A
 // training forward may keep only some heads and FFN channels per layer (sparsity-accelerated
-// training): then only those are computed, in the forward and in its backward.
+// training): then only those are computed, in the forward and in its backward. With
+// config.moe_experts > 0, every moe_every-th layer's FFN is a Mixture-of-Experts layer of
+// experts with the same maps; the loss that backward differentiates then adds
+// config.moe_aux_loss times their load-balancing losses (moe_aux_loss(ctx)); forward returns
+// the cross-entropy alone.
 #pragma once
 
 #include <cmath>
@@ -57,15 +61,24 @@ class Gpt {
         m_ln_f(config.norm, config.d_model, config.norm_eps) {
     const index_t d = config.d_model, f = config.ffn_width();
     m_embed.declare(m_arena);
+    // Layer l's FFN with maps U, D: an Mlp, or E experts of the MoE width.
+    auto ffn = [&]<class U, class D>(index_t l, U up, D down) {
+      using B = Block<U, D>;
+      if (!config.moe_layer(l))
+        return B(config, typename B::MlpType(std::move(up), std::move(down), config.act));
+      return B(config, typename B::MoeType(std::move(up), std::move(down), config.act,
+                                           config.moe_experts, config.moe_top_k,
+                                           config.moe_gating));
+    };
     for (index_t l = 0; l < config.n_layer; ++l) {
       const std::string prefix = layer_param_name(l, "");
+      const index_t h = config.moe_layer(l) ? config.moe_hidden() : f;
       if (l == 0 && has_dense_first()) {
-        m_first.emplace(config, typename DenseBlock::MlpType(Dense<T>(d, f), Dense<T>(f, d), config.act));
+        m_first.emplace(ffn(l, Dense<T>(d, h), Dense<T>(h, d)));
         m_first->declare(m_arena, prefix);
       } else {
-        m_blocks.emplace_back(config, typename FfnBlock::MlpType(FfnMap<Up>::make(d, f, config),
-                                                                 FfnMap<Down>::make(f, d, config),
-                                                                 config.act));
+        m_blocks.push_back(
+            ffn(l, FfnMap<Up>::make(d, h, config), FfnMap<Down>::make(h, d, config)));
         m_blocks.back().declare(m_arena, prefix);
       }
     }
@@ -104,6 +117,9 @@ class Gpt {
     for (index_t i = 0; i < n; ++i) valid += b.targets[i] >= 0;
     const bool grad = grad_scale > T(0);
     const T scale = valid ? grad_scale / T(valid) : T(0);
+    const T aux_weight = grad ? grad_scale * T(m_config.moe_aux_loss) : T(0);
+    if (m_first) ctx.first->aux_weight = aux_weight;
+    for (auto& c : ctx.blocks) c.aux_weight = aux_weight;
     const double sum = cpu::softmax_cross_entropy(logits, b.targets, grad, scale);
     ctx.has_grad = grad;
     if (grad) {
@@ -248,6 +264,15 @@ class Gpt {
     m_mask_ffn.clear();
   }
   const std::optional<GrowthMask>& growth_mask() const noexcept { return m_mask; }
+
+  /// The sum of the MoE layers' load-balancing losses in the last forward (0 without experts);
+  /// the trained loss adds config().moe_aux_loss times it.
+  double moe_aux_loss(const Context& ctx) const {
+    double sum = m_first ? double(m_first->aux_loss(*ctx.first)) : 0.0;
+    for (std::size_t i = 0; i < m_blocks.size(); ++i)
+      sum += double(m_blocks[i].aux_loss(ctx.blocks[i]));
+    return sum;
+  }
 
   /// The logits (N, V) of the last forward (before a training forward turned them into
   /// gradients).

@@ -35,19 +35,6 @@
 
 namespace bonsai {
 
-/// How the router turns the logits of a token's chosen experts into their weights.
-enum class Gating {
-  topk_softmax,  // choose the top k logits, softmax over them (Mixtral); weights sum to 1
-  softmax_topk,  // softmax over all experts, keep the top k probabilities (Switch, GShard)
-};
-
-inline const char* to_string(Gating g) {
-  return g == Gating::topk_softmax ? "topk_softmax" : "softmax_topk";
-}
-inline Gating parse_gating(std::string_view s) {
-  return detail::parse_kind(s, "gating", {Gating::topk_softmax, Gating::softmax_topk});
-}
-
 template <class Up, class Down>
 class Moe {
  public:

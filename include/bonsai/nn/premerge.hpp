@@ -29,6 +29,8 @@ struct PremergeThresholds {
 template <class SU, class SD>
 PremergedGpt<SU, SD> premerge(Gpt<SU, SD>& trained, std::optional<PremergeThresholds> given = {},
                               index_t max_tokens = 256) {
+  BONSAI_CHECK(trained.config().moe_experts == 0, "premerge: a model with Mixture-of-Experts "
+               "layers is not pre-merged (its experts run on a few tokens each)");
   PremergedGpt<SU, SD> merged(trained.config());
   auto& arena = merged.arena();
   for (const std::string& name : copy_by_name(trained.arena(), trained.arena().values(), arena, arena.values()))
@@ -62,6 +64,8 @@ PremergedGpt<SU, SD> premerge(Gpt<SU, SD>& trained, std::optional<PremergeThresh
 template <class SU, class SD>
 Gpt<Dense<scalar_of<SU>>, Dense<scalar_of<SU>>> merged_dense(Gpt<SU, SD>& trained) {
   using T = scalar_of<SU>;
+  BONSAI_CHECK(trained.config().moe_experts == 0, "merged_dense: a model with Mixture-of-Experts "
+               "layers has no dense equivalent");
   GptConfig config = trained.config();
   config.ffn = FfnKind::dense;
   config.rank = config.blocks = 0;

@@ -51,12 +51,14 @@ inline void check_dense_gpt2(const GptConfig& c, std::string_view what) {
   c.validate();
   BONSAI_CHECK(c.norm == NormKind::layernorm && c.pos == PosKind::learned &&
                    c.act == ActKind::gelu && c.ffn == FfnKind::dense &&
-                   c.kv_heads() == c.n_head && c.attention_width() == c.d_model,
+                   c.kv_heads() == c.n_head && c.attention_width() == c.d_model &&
+                   c.moe_experts == 0,
                what, ": only dense GPT-2 models (layernorm, learned positions, gelu, dense FFN, ",
-               "n_kv_head = n_head, attn_dim = d_model) can be exported or imported in this format; ",
-               "this one has norm=", to_string(c.norm), " pos=", to_string(c.pos), " act=",
-               to_string(c.act), " ffn=", to_string(c.ffn), " n_kv_head=", c.kv_heads(),
-               " attn_dim=", c.attention_width(), " d_model=", c.d_model);
+               "n_kv_head = n_head, attn_dim = d_model, no experts) can be exported or imported in ",
+               "this format; this one has norm=", to_string(c.norm), " pos=", to_string(c.pos),
+               " act=", to_string(c.act), " ffn=", to_string(c.ffn), " n_kv_head=", c.kv_heads(),
+               " attn_dim=", c.attention_width(), " d_model=", c.d_model,
+               " moe_experts=", c.moe_experts);
 }
 
 /// The parameters of a dense GPT-2 under bonsai's names, in llm.c's order within a layer.

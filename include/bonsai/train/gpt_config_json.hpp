@@ -59,6 +59,14 @@ inline nlohmann::json gpt_config_to_json(const GptConfig& c) {
       {"rope_base", c.rope_base},
       {"init_std", c.init_std},
   };
+  if (c.moe_experts > 0) {
+    j["bonsai"]["moe_experts"] = c.moe_experts;
+    j["bonsai"]["moe_top_k"] = c.moe_top_k;
+    j["bonsai"]["moe_every"] = c.moe_every;
+    j["bonsai"]["moe_ffn_dim"] = c.moe_ffn_dim;
+    j["bonsai"]["moe_gating"] = to_string(c.moe_gating);
+    j["bonsai"]["moe_aux_loss"] = c.moe_aux_loss;
+  }
   return j;
 }
 
@@ -143,6 +151,12 @@ inline GptConfig gpt_config_from_json(const nlohmann::json& j) {
     else if (key == "norm_eps") c.norm_eps = json_double(value, key);
     else if (key == "rope_base") c.rope_base = json_double(value, key);
     else if (key == "init_std") c.init_std = json_double(value, key);
+    else if (key == "moe_experts") c.moe_experts = json_index(value, key);
+    else if (key == "moe_top_k") c.moe_top_k = json_index(value, key);
+    else if (key == "moe_every") c.moe_every = json_index(value, key);
+    else if (key == "moe_ffn_dim") c.moe_ffn_dim = json_index(value, key);
+    else if (key == "moe_gating") c.moe_gating = parse_gating(json_string(value, key));
+    else if (key == "moe_aux_loss") c.moe_aux_loss = json_double(value, key);
     else detail::fail("GPT config: unknown key '", key, "' in the \"bonsai\" block");
   }
   // The HF keys, where present, must describe the same model.

@@ -67,6 +67,8 @@ class Sat {
 
   Sat(SatConfig config, const Model& model) : m_config(std::move(config)) {
     const GptConfig& c = model.config();
+    BONSAI_CHECK(c.moe_experts == 0, "SAT: a model with Mixture-of-Experts layers is not thinned "
+                 "(its experts already compute a share of the FFN per token)");
     m_config.ladder.validate();
     BONSAI_CHECK(m_config.channel_align >= 1, "SAT: the channel alignment must be at least 1, got ",
                  m_config.channel_align);
