@@ -11,9 +11,9 @@
 // given steps (Net2Net, StackBERT, MSLT, bert2BERT, LEMON, MSG with its masks ramped in), its
 // optimizer state and learning rate carried across as --grow-state and --grow-lr say. With
 // --sat-rate each step computes only the heads and FFN channels that matter (sparsity-accelerated
-// training), returning to dense along the ladder schedule. The FFN
-// structure is picked once, in main(), through a closed switch; the training loop below it is
-// statically typed on it.
+// training), returning to dense along the ladder schedule. With --moe-experts every
+// --moe-every-th FFN is a Mixture-of-Experts layer. The FFN structure is picked once, in main(),
+// through a closed switch; the training loop below it is statically typed on it.
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
 
@@ -137,6 +137,13 @@ int train(const Options& o, GptConfig config) {
                "--sgt guides structured FFNs; --ffn dense has nothing to guide");
   BONSAI_CHECK(!sgt || o.init_from.empty(), "--sgt trains a structured model from scratch; "
                                             "it cannot start from --init-from weights");
+  if (config.moe_experts > 0) {
+    BONSAI_CHECK(!sgt && o.init_from.empty() && o.export_hf.empty() && o.grow.empty() &&
+                     o.sat_rate == 0,
+                 "--moe-experts trains a Mixture-of-Experts model from scratch; it cannot be "
+                 "combined with --sgt, --init-from, --export-hf (GPT-2 has no experts), --grow "
+                 "or --sat-rate yet");
+  }
 
   // ---- model: the guided one while SGT runs, the plain one after -----------------------------
   std::optional<ImportedModel> imported;
@@ -535,6 +542,17 @@ int main(int argc, char** argv) {
   app.add_option("--rank", c.rank, "LowRank / BlockDense rank");
   app.add_option("--blocks", c.blocks, "BlockDense / BlockShuffle blocks");
   app.add_option("--ffn-params", ffn_params, "choose rank/blocks as the paper does: 0.63 or 0.32");
+  app.add_option("--moe-experts", c.moe_experts,
+                 "Mixture-of-Experts FFN layers with this many experts (0: none)");
+  app.add_option("--moe-top-k", c.moe_top_k, "experts per token")->capture_default_str();
+  app.add_option("--moe-every", c.moe_every, "every N-th layer is a MoE layer")
+      ->capture_default_str();
+  app.add_option("--moe-ffn-dim", c.moe_ffn_dim, "an expert's hidden width (0 = the FFN width)");
+  std::string gating = "topk_softmax";
+  app.add_option("--moe-gating", gating, "topk_softmax (Mixtral) | softmax_topk (Switch)")
+      ->capture_default_str();
+  app.add_option("--moe-aux-loss", c.moe_aux_loss, "weight of the load-balancing loss")
+      ->capture_default_str();
   app.add_flag("!--structured-first-ffn", c.dense_first_ffn,
                "also structure layer 0's FFN (the paper keeps it dense)");
   app.add_option("--sgt", o.sgt, "self-guided training of the structured FFNs: off | cosine | linear")
@@ -617,6 +635,7 @@ int main(int argc, char** argv) {
     c.pos = parse_pos(pos);
     c.act = parse_act(act);
     c.ffn = parse_ffn(ffn);
+    c.moe_gating = parse_gating(gating);
     if (ffn_params > 0) set_ffn_params_fraction(c, ffn_params);
     const bool needs_rank = c.ffn == FfnKind::lowrank || c.ffn == FfnKind::blockdense;
     const bool needs_blocks = c.ffn == FfnKind::blockdense || c.ffn == FfnKind::blockshuffle;
