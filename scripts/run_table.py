@@ -3,8 +3,9 @@
 
 Usage: run_table.py [--reach runs/ref] runs/a [runs/b ...]
 
-One row per run: optimizer steps, training FLOPs, wall time of the steps, the last validation
-loss and its perplexity, and the best validation loss. With --reach, two more columns: the
+One row per run: optimizer steps, training FLOPs, wall time of the steps, their mean throughput
+(tokens over the steps' time), the last validation loss and its perplexity, and the best
+validation loss. With --reach, two more columns: the
 training FLOPs at the first evaluation whose validation loss is at or below the reference run's
 final validation loss, and the share of the reference run's FLOPs that saves.
 """
@@ -33,6 +34,8 @@ def summarise(run):
         "steps": len(train),
         "flops": float(train[-1]["train_flops"]),
         "minutes": sum(float(r["ms"]) for r in train if r["ms"]) / 60e3,
+        "tokens_per_s": sum(float(r["tokens_per_s"]) * float(r["ms"]) for r in train if r["ms"])
+        / max(sum(float(r["ms"]) for r in train if r["ms"]), 1e-9),
         "val": last,
         "ppl": math.exp(last),
         "best": min(float(r["val_loss"]) for r in val),
@@ -58,8 +61,9 @@ def main(argv):
     if not args:
         sys.exit(__doc__.strip())
     rows = [summarise(r) for r in args]
-    head = "| run | steps | training FLOPs | wall time (min) | val loss | val perplexity | best val loss |"
-    rule = "|---|---:|---:|---:|---:|---:|---:|"
+    head = ("| run | steps | training FLOPs | wall time (min) | tokens/s | val loss | val perplexity "
+            "| best val loss |")
+    rule = "|---|---:|---:|---:|---:|---:|---:|---:|"
     if ref:
         head += f" FLOPs to val loss {ref['val']:.4f} | compute saved |"
         rule += "---:|---:|"
@@ -67,7 +71,7 @@ def main(argv):
     print(rule)
     for r in rows:
         line = (f"| {r['run']} | {r['steps']} | {r['flops']:.3e} | {r['minutes']:.1f} | "
-                f"{r['val']:.4f} | {r['ppl']:.1f} | {r['best']:.4f} |")
+                f"{r['tokens_per_s']:.0f} | {r['val']:.4f} | {r['ppl']:.1f} | {r['best']:.4f} |")
         if ref:
             line += " {} | {} |".format(*reach(r, ref))
         print(line)
