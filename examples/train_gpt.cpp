@@ -8,8 +8,9 @@
 // atomic safetensors checkpoints into --out, resumes bit-for-bit with --resume, and samples
 // text at the end. With --sgt the structured FFNs train with dense guides (self-guided training)
 // that are released, and freed, when their weight reaches 0. With --grow the model grows at the
-// given steps (Net2Net, StackBERT, MSLT, bert2BERT, LEMON, MSG with its masks ramped in), its
-// optimizer state and learning rate carried across as --grow-state and --grow-lr say. With
+// given steps (Net2Net, StackBERT, MSLT, bert2BERT, LEMON, MSG with its masks ramped in, or
+// sparse upcycling of the FFNs into Mixture-of-Experts layers), its optimizer state and
+// learning rate carried across as --grow-state and --grow-lr say. With
 // --sat-rate each step computes only the heads and FFN channels that matter (sparsity-accelerated
 // training), returning to dense along the ladder schedule. With --moe-experts every
 // --moe-every-th FFN is a Mixture-of-Experts layer. The FFN structure is picked once, in main(),
@@ -27,6 +28,7 @@
 #include <bonsai/train/gpt2_io.hpp>
 #include <bonsai/train/gpt_config_json.hpp>
 #include <bonsai/train/grad_clip.hpp>
+#include <bonsai/grow/upcycle.hpp>
 #include <bonsai/train/growth.hpp>
 #include <bonsai/train/load_tokenizer.hpp>
 #include <bonsai/train/lr_schedule.hpp>
@@ -118,6 +120,13 @@ static Rng::State rng_from_json(const nlohmann::json& j) {
           j.at("has_spare").get<bool>()};
 }
 
+/// ", E experts of F (top k, every N layers)" for a model with MoE layers, else "".
+static std::string moe_text(const GptConfig& c) {
+  if (c.moe_experts == 0) return "";
+  return fmt::format(", {} experts of {} (top {}, {}, every {} layers)", c.moe_experts,
+                     c.moe_hidden(), c.moe_top_k, to_string(c.moe_gating), c.moe_every);
+}
+
 /// Resident memory now, in MiB (Linux), 0 elsewhere.
 static double rss_mib() {
   std::ifstream in("/proc/self/status");
@@ -205,6 +214,8 @@ int train(const Options& o, GptConfig config) {
       plan_growth(config, stages, plan.total_steps,
                   {.seed = o.seed, .split_noise = o.grow_noise, .new_layers = parse_new_layers(o.grow_new_layers)});
   const StateGrowth state_growth = parse_state_growth(o.grow_state);
+  BONSAI_CHECK(o.export_hf.empty() || growth.empty() || growth.back().to.moe_experts == 0,
+               "--export-hf: an upcycled model has experts, which GPT-2 folders cannot hold");
   const GrowthLr growth_lr = GrowthLr::parse(o.grow_lr);
   std::vector<index_t> growth_steps;
   for (const GrowthStage& st : stages) growth_steps.push_back(st.at);
@@ -278,17 +289,18 @@ int train(const Options& o, GptConfig config) {
     const GrowthPlan& g = growth[k];
     const index_t before = plain->param_count();
     Plain next(g.to);
-    grow_parameters(g, plain->arena(), next.arena());
+    if (g.upcycle) upcycle(*plain, next, *g.upcycle);
+    else grow_parameters(g, plain->arena(), next.arena());
     opt = grow_optimizer(g, state_growth, *opt, plain->arena(), next.arena());
     plain.emplace(std::move(next));
     plain_ctx = {};
     config = g.to;
     config_json = gpt_config_to_json(config);
     if (announce)
-      fmt::print("step {}: grew with {} ({}function-preserving): {} layers, d_model {}, {} heads, FFN {}, "
+      fmt::print("step {}: grew with {} ({}function-preserving): {} layers, d_model {}, {} heads, FFN {}{}, "
                  "{:.2f}M -> {:.2f}M parameters, optimizer state {}\n",
                  step, to_string(stages[k].method), g.function_preserving() ? "" : "not ", config.n_layer,
-                 config.d_model, config.n_head, config.ffn_width(), double(before) * 1e-6,
+                 config.d_model, config.n_head, config.ffn_width(), moe_text(config), double(before) * 1e-6,
                  double(plain->param_count()) * 1e-6, to_string(state_growth));
   };
   /// Freezes what MSLT freezes at `step` (or unfreezes), in the model and the optimizer.
@@ -370,10 +382,11 @@ int train(const Options& o, GptConfig config) {
   };
 
   with_model([&](auto& model) {
-    fmt::print("model: {} layers, d_model {}, {} heads ({} kv), FFN {} {} (rank {}, blocks {}), "
+    fmt::print("model: {} layers, d_model {}, {} heads ({} kv), FFN {} {} (rank {}, blocks {}){}, "
                "{:.2f}M parameters, {:.2f} GFLOP per step\n",
                config.n_layer, config.d_model, config.n_head, config.kv_heads(), to_string(config.ffn),
-               config.ffn_width(), config.rank, config.blocks, double(model.param_count()) * 1e-6,
+               config.ffn_width(), config.rank, config.blocks, moe_text(config),
+               double(model.param_count()) * 1e-6,
                3.0 * double(model.flops(B, T)) * double(o.grad_accum) * 1e-9);
   });
   if (sgt)
@@ -383,9 +396,10 @@ int train(const Options& o, GptConfig config) {
                plan.flops_budget ? fmt::format(" (the last {} repeat the first data)", plan.schedule.guided_steps)
                                  : std::string());
   for (std::size_t k = 0; k < growth.size(); ++k)
-    fmt::print("growth {}: at step {}, {} -> {} layers, d_model {}, {} heads, FFN {}{}\n", k + 1, stages[k].at,
+    fmt::print("growth {}: at step {}, {} -> {} layers, d_model {}, {} heads, FFN {}{}{}\n", k + 1, stages[k].at,
                to_string(stages[k].method), growth[k].to.n_layer, growth[k].to.d_model, growth[k].to.n_head,
-               growth[k].to.ffn_width(), growth[k].function_preserving() ? " (function-preserving)" : "");
+               growth[k].to.ffn_width(), moe_text(growth[k].to),
+               growth[k].function_preserving() ? " (function-preserving)" : "");
   if (sat) {
     const Lors& l = sat->config().ladder;
     fmt::print("SAT: omission rate {} until step {}, {} stairs down to dense at step {} (mean rate {:.3f}); "
@@ -567,7 +581,9 @@ int main(int argc, char** argv) {
   app.add_option("--grow", o.grow,
                  "a growth stage STEP:METHOD:key=value,... (repeat for more stages) with METHOD "
                  "net2net | stackbert | interpolate | mslt | fpi | aki | lemon | msg and keys d, heads, "
-                 "ffn, layers, rank (e.g. 200:lemon:d=384,heads=6,layers=6)");
+                 "ffn, layers, rank (e.g. 200:lemon:d=384,heads=6,layers=6), or upcycle with keys "
+                 "experts, top_k, granularity, every, gating, router, scale (e.g. "
+                 "300:upcycle:experts=8,top_k=2)");
   app.add_option("--grow-state", o.grow_state,
                  "optimizer state at growth: reset | carry | duplicate | gradient")
       ->capture_default_str();

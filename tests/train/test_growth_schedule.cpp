@@ -111,3 +111,50 @@ TEST_CASE("growth schedule: MSG's masks ramp by 1 / N per step, one growth at a 
   CHECK_THROWS_WITH_AS(mask_ramps(last, plan_growth(small_config(), last, 15, {}), 15, 6),
                        doctest::Contains("end of the run at step 15"), Error);
 }
+
+TEST_CASE("growth schedule: an upcycle stage parses, plans and maps the optimizer state") {
+  const auto st = parse_growth_schedule(
+      "10:lemon:d=12,heads=3;20:upcycle:experts=6,top_k=2,granularity=2,every=1,"
+      "gating=softmax_topk,router=zero,scale=split");
+  REQUIRE(st.size() == 2);
+  const UpcycleOptions& u = st[1].upcycle;
+  CHECK(st[1].method == GrowthMethod::upcycle);
+  CHECK(u.experts == 6);
+  CHECK(u.top_k == 2);
+  CHECK(u.granularity == 2);
+  CHECK(u.every == 1);
+  CHECK(u.gating == Gating::softmax_topk);
+  CHECK(u.router == RouterInit::zero);
+  CHECK(u.scale == UpcycleScale::split);
+  CHECK(to_json(st[1])["gating"] == "softmax_topk");
+  const auto plans = plan_growth(small_config(), st, 30, {});
+  REQUIRE(plans.size() == 2);
+  const GrowthPlan& p = plans[1];
+  REQUIRE(p.upcycle);
+  CHECK(p.from.d_model == 12);
+  CHECK(p.to.d_model == 12);
+  CHECK(p.to.moe_experts == 6);
+  CHECK(p.to.moe_hidden() == p.from.ffn_width() / 2);
+  CHECK(p.function_preserving() == u.function_preserving(p.from.act));
+
+  // Shared parameters keep their moments (unless reset); experts and routers start at 0.
+  Gpt<Dense<double>, Dense<double>> dense(p.from), moe(p.to);
+  std::vector<double> src(std::size_t(dense.arena().size()), 0.5), dst(std::size_t(moe.arena().size()), 7.0);
+  grow_state(p, StateGrowth::carry, Moment::first, dense.arena(), src.data(), moe.arena(), dst.data());
+  for (const ParamSlot& s : moe.arena().slots())
+    CHECK(dst[std::size_t(s.offset)] == (s.name.find(".moe.") != std::string::npos ? 0.0 : 0.5));
+  grow_state(p, StateGrowth::reset, Moment::second, dense.arena(), src.data(), moe.arena(), dst.data());
+  CHECK(std::all_of(dst.begin(), dst.end(), [](double v) { return v == 0.0; }));
+  CHECK_THROWS_WITH_AS(grow_parameters(p, dense.arena(), moe.arena()),
+                       doctest::Contains("needs the models"), Error);
+
+  CHECK_THROWS_WITH_AS(parse_growth_schedule("5:upcycle:experts=4,width=2"),
+                       doctest::Contains("unknown upcycle option 'width'"), Error);
+  CHECK_THROWS_WITH_AS(parse_growth_schedule("5:upcycle:gating=best"),
+                       doctest::Contains("unknown gating 'best'"), Error);
+  // Nothing grows after an upcycling, and nothing upcycles twice.
+  CHECK_THROWS_WITH_AS(plan_growth(small_config(), parse_growth_schedule("5:upcycle:experts=4;9:lemon:d=16"), 30, {}),
+                       doctest::Contains("cannot grow a model with Mixture-of-Experts layers"), Error);
+  CHECK_THROWS_WITH_AS(plan_growth(small_config(), parse_growth_schedule("5:upcycle:experts=4;9:upcycle:experts=4"), 30, {}),
+                       doctest::Contains("already has Mixture-of-Experts layers"), Error);
+}

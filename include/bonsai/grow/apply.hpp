@@ -528,14 +528,23 @@ class Grower {
 /// Writes the grown model's parameters into `to` (laid out for plan.to) from `from` (plan.from).
 template <class T>
 void grow_parameters(const GrowthPlan& plan, const ParamArena<T>& from, ParamArena<T>& to) {
+  BONSAI_CHECK(!plan.upcycle, "grow_parameters: an upcycling plan needs the models; call "
+               "upcycle(dense, moe, options) (grow/upcycle.hpp)");
   detail::Grower<T>(plan, detail::GrowMode::values, from, from.values(), to, to.values()).run();
 }
 
-/// Maps one optimizer moment `src` (in `from`'s layout) to `dst` (in `to`'s layout).
+/// Maps one optimizer moment `src` (in `from`'s layout) to `dst` (in `to`'s layout). After an
+/// upcycling every policy but reset carries the moments of the parameters the models share and
+/// starts the experts and routers at 0.
 template <class T>
 void grow_state(const GrowthPlan& plan, StateGrowth policy, Moment moment,
                 const ParamArena<T>& from, const T* src, const ParamArena<T>& to, T* dst) {
   using detail::GrowMode;
+  if (plan.upcycle) {
+    std::fill_n(dst, to.size(), T(0));
+    if (policy != StateGrowth::reset) copy_by_name(from, src, to, dst);
+    return;
+  }
   GrowMode mode = GrowMode::duplicate;
   switch (policy) {
     case StateGrowth::reset:

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -17,6 +18,7 @@
 #include "../nn/config.hpp"
 #include "../nn/growth_mask.hpp"
 #include "depth_map.hpp"
+#include "upcycle_options.hpp"
 #include "width_map.hpp"
 
 namespace bonsai {
@@ -49,6 +51,9 @@ struct GrowthPlan {
   WidthMap inner;     // BlockShuffle's inner width min(D, F): fresh units appended per block
   DepthMap depth;
   GrowthOptions options;
+  /// Sparse upcycling (grow/upcycle.hpp): widths and depth stay, every options.every-th FFN
+  /// becomes a Mixture-of-Experts layer; the width and depth maps are then empty.
+  std::optional<UpcycleOptions> upcycle;
   /// MSLT: how many bottom layers (with the embeddings) stay frozen after this growth, until
   /// the trainer's stage ends (0: all layers train).
   index_t frozen_layers = 0;
@@ -64,6 +69,7 @@ struct GrowthPlan {
   /// residual map with equal copy counts whose fill matches the norm (avg for LayerNorm, zero
   /// for RMSNorm), identity-only new layers and no AKI; or MSG's masks at 0.
   bool function_preserving() const {
+    if (upcycle) return upcycle->function_preserving(from.act);
     if (options.masked) return true;
     const Fill bad = from.norm == NormKind::layernorm ? Fill::zero : Fill::avg;
     return residual.uniform() && !residual.has(bad) && depth.function_preserving() &&
@@ -89,6 +95,15 @@ struct GrowthPlan {
     return out;
   }
 };
+
+/// The plan of an upcycling of `from` with `o` (no width or depth change).
+inline GrowthPlan upcycle_plan(const GptConfig& from, const UpcycleOptions& o) {
+  GrowthPlan p;
+  p.from = from;
+  p.to = upcycled_config(from, o);
+  p.upcycle = o;
+  return p;
+}
 
 namespace detail {
 

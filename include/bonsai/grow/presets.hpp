@@ -19,7 +19,9 @@
 
 namespace bonsai {
 
-enum class GrowthMethod { net2net, stackbert, interpolate, mslt, fpi, aki, lemon, msg };
+/// The width/depth presets below, and upcycle: dense FFNs into Mixture-of-Experts layers
+/// (grow/upcycle.hpp), which plan_growth (train/growth.hpp) plans from UpcycleOptions.
+enum class GrowthMethod { net2net, stackbert, interpolate, mslt, fpi, aki, lemon, msg, upcycle };
 
 inline const char* to_string(GrowthMethod m) {
   switch (m) {
@@ -31,6 +33,7 @@ inline const char* to_string(GrowthMethod m) {
     case GrowthMethod::aki: return "aki";
     case GrowthMethod::lemon: return "lemon";
     case GrowthMethod::msg: return "msg";
+    case GrowthMethod::upcycle: return "upcycle";
   }
   return "?";
 }
@@ -39,7 +42,7 @@ inline GrowthMethod parse_growth_method(std::string_view s) {
   return detail::parse_kind(s, "growth method",
                             {GrowthMethod::net2net, GrowthMethod::stackbert, GrowthMethod::interpolate,
                              GrowthMethod::mslt, GrowthMethod::fpi, GrowthMethod::aki,
-                             GrowthMethod::lemon, GrowthMethod::msg});
+                             GrowthMethod::lemon, GrowthMethod::msg, GrowthMethod::upcycle});
 }
 
 /// The size a model grows to; 0 keeps a dimension. n_head counts query heads; head_dim is
@@ -96,6 +99,8 @@ inline WidthMap rank_map(const GptConfig& c, index_t r) {
 /// The plan of `method` from model `from` to `target`.
 inline GrowthPlan make_preset(GrowthMethod method, const GptConfig& from, const GrowthTarget& target,
                               const PresetOptions& o = {}) {
+  BONSAI_CHECK(method != GrowthMethod::upcycle, "grow: upcycle keeps the widths and depth; "
+               "plan it with upcycle_plan(from, UpcycleOptions)");
   BONSAI_CHECK(from.moe_experts == 0, "grow: ", to_string(method), " cannot grow a model with ",
                "Mixture-of-Experts layers (", from.moe_experts, " experts); upcycle last");
   const detail::ResolvedTarget t = detail::resolve(from, target);

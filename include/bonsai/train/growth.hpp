@@ -21,15 +21,33 @@
 
 namespace bonsai {
 
-/// One growth event: before step `at` trains, the model grows with `method` to `target`.
+/// One growth event: before step `at` trains, the model grows with `method` to `target` (or,
+/// with method upcycle, its FFNs become experts as `upcycle` says).
 struct GrowthStage {
   index_t at = 0;
   GrowthMethod method = GrowthMethod::lemon;
   GrowthTarget target;
+  UpcycleOptions upcycle;
 };
+
+/// Sets one upcycle option of a --grow stage from its key and value.
+inline void parse_upcycle_option(UpcycleOptions& o, std::string_view key, std::string_view value) {
+  if (key == "gating") o.gating = parse_gating(value);
+  else if (key == "router") o.router = parse_router_init(value);
+  else if (key == "scale") o.scale = parse_upcycle_scale(value);
+  else if (key == "experts") o.experts = detail::parse_size(value, "--grow", key);
+  else if (key == "top_k") o.top_k = detail::parse_size(value, "--grow", key);
+  else if (key == "granularity") o.granularity = detail::parse_size(value, "--grow", key);
+  else if (key == "every") o.every = detail::parse_size(value, "--grow", key);
+  else detail::fail("--grow: unknown upcycle option '", key, "' (expected experts, top_k, ",
+                    "granularity, every, gating, router or scale)");
+}
 
 /// Parses "STEP:METHOD:key=value,...;STEP:..." with keys d (d_model), heads, ffn, layers and
 /// rank, e.g. "300:lemon:d=256,heads=4,layers=4;600:stackbert:layers=8". Steps must increase.
+/// An upcycle stage takes experts, top_k, granularity, every, gating (topk_softmax |
+/// softmax_topk), router (random | zero) and scale (down | split | none), e.g.
+/// "300:upcycle:experts=8,top_k=2".
 inline std::vector<GrowthStage> parse_growth_schedule(std::string_view text) {
   std::vector<GrowthStage> stages;
   if (text.empty()) return stages;
@@ -44,6 +62,10 @@ inline std::vector<GrowthStage> parse_growth_schedule(std::string_view text) {
       const std::size_t eq = kv.find('=');
       BONSAI_CHECK(eq != std::string_view::npos, "--grow: '", kv, "' is not key=value");
       const std::string_view key = kv.substr(0, eq), value = kv.substr(eq + 1);
+      if (st.method == GrowthMethod::upcycle) {
+        parse_upcycle_option(st.upcycle, key, value);
+        continue;
+      }
       const index_t v = detail::parse_size(value, "--grow", key);
       if (key == "d") st.target.d_model = v;
       else if (key == "heads") st.target.n_head = v;
@@ -70,7 +92,13 @@ inline std::vector<GrowthPlan> plan_growth(const GptConfig& start, const std::ve
                  " lies outside the run's steps (1..", total_steps - 1, ")");
     PresetOptions o = options;
     o.seed = options.seed + std::uint64_t(plans.size());
-    plans.push_back(make_preset(st.method, c, st.target, o));
+    if (st.method == GrowthMethod::upcycle) {
+      UpcycleOptions u = st.upcycle;
+      u.seed = o.seed;
+      plans.push_back(upcycle_plan(c, u));
+    } else {
+      plans.push_back(make_preset(st.method, c, st.target, o));
+    }
     c = plans.back().to;
   }
   return plans;
@@ -189,6 +217,12 @@ inline LayerInit parse_new_layers(std::string_view s) {
 }
 
 inline nlohmann::json to_json(const GrowthStage& s) {
+  if (s.method == GrowthMethod::upcycle) {
+    const UpcycleOptions& u = s.upcycle;
+    return {{"at", s.at}, {"method", "upcycle"}, {"experts", u.experts}, {"top_k", u.top_k},
+            {"granularity", u.granularity}, {"every", u.every}, {"gating", to_string(u.gating)},
+            {"router", to_string(u.router)}, {"scale", to_string(u.scale)}};
+  }
   return {{"at", s.at}, {"method", to_string(s.method)}, {"d_model", s.target.d_model},
           {"n_head", s.target.n_head}, {"ffn_dim", s.target.ffn_dim},
           {"n_layer", s.target.n_layer}, {"rank", s.target.rank}};
