@@ -65,6 +65,7 @@
 #include "../core/error.hpp"
 #include "../nn/arena.hpp"
 #include "../nn/gpt.hpp"
+#include "learned.hpp"
 #include "plan.hpp"
 
 namespace bonsai {
@@ -92,7 +93,7 @@ class Ligo {
     check_plan();
     const GptConfig& a = plan.from;
     const GptConfig& b = plan.to;
-    check_arena(source, a, "source", "plan's source model");
+    detail::check_dense_gpt_arena("LiGO", source, a, "source", "plan's source model");
     m_L = a.n_layer;
     m_L2 = b.n_layer;
     m_q = plan.heads.expand((a.n_head / a.kv_heads()) * a.head_dim());
@@ -196,7 +197,7 @@ class Ligo {
   /// Writes every parameter of the grown model into `target` (laid out for config(): build the
   /// target model with it, e.g. Gpt<Dense<T>, Dense<T>>(ligo.config())).
   void materialize(ParamArena<T>& target) const {
-    check_arena(target, m_plan.to, "target", "plan's grown model");
+    detail::check_dense_gpt_arena("LiGO", target, m_plan.to, "target", "plan's grown model");
     T* out = target.values();
     const CMapR b_res = cparam(m_res_b, m_plan.to.d_model, m_plan.from.d_model);
     auto embedding = [&](const char* name, const RowMat& e) {  // (rows, D) -> (rows, D')
@@ -239,7 +240,7 @@ class Ligo {
   /// arena().grads(), from the target's parameter gradients target.grads() (laid out for
   /// config()). Call arena().zero_grads() first unless accumulating.
   void backward(const ParamArena<T>& target) {
-    check_arena(target, m_plan.to, "target", "plan's grown model");
+    detail::check_dense_gpt_arena("LiGO", target, m_plan.to, "target", "plan's grown model");
     const T* g = target.grads();
     const index_t d = m_plan.from.d_model, d2 = m_plan.to.d_model;
     MapR db_res = grad(m_res_b, d2, d);
@@ -363,57 +364,6 @@ class Ligo {
                    "(random fan-outs that sum to 0), which no depth blend produces; use zero_out");
     BONSAI_CHECK(p.to.head_dim() == p.from.head_dim(), "LiGO: head_dim changes from ",
                  p.from.head_dim(), " to ", p.to.head_dim());
-  }
-
-  /// The parameters a dense GPT of config `c` has, with their shapes.
-  static std::vector<std::pair<std::string, std::vector<index_t>>> layout(const GptConfig& c) {
-    std::vector<std::pair<std::string, std::vector<index_t>>> out;
-    const index_t d = c.d_model, f = c.ffn_width(), w = c.attention_width();
-    const index_t qkv = w + 2 * c.kv_width();
-    const bool ln = c.norm == NormKind::layernorm;
-    out.push_back({"wte", {c.vocab_size, d}});
-    if (c.pos == PosKind::learned) out.push_back({"wpe", {c.max_seq_len, d}});
-    for (index_t l = 0; l < c.n_layer; ++l) {
-      auto add = [&](const char* rest, std::vector<index_t> shape) {
-        out.push_back({layer_param_name(l, rest), std::move(shape)});
-      };
-      add("ln_1.weight", {d});
-      if (ln) add("ln_1.bias", {d});
-      add("attn.qkv.weight", {qkv, d});
-      add("attn.qkv.bias", {qkv});
-      add("attn.proj.weight", {d, w});
-      add("attn.proj.bias", {d});
-      add("ln_2.weight", {d});
-      if (ln) add("ln_2.bias", {d});
-      add("mlp.up.weight", {f, d});
-      add("mlp.up.bias", {f});
-      if (c.act == ActKind::swiglu) {
-        add("mlp.gate.weight", {f, d});
-        add("mlp.gate.bias", {f});
-      }
-      add("mlp.down.weight", {d, f});
-      add("mlp.down.bias", {d});
-    }
-    out.push_back({"ln_f.weight", {d}});
-    if (c.norm == NormKind::layernorm) out.push_back({"ln_f.bias", {d}});
-    return out;
-  }
-
-  /// Throws unless `arena` holds exactly the parameters of a dense GPT of config `c`.
-  static void check_arena(const ParamArena<T>& arena, const GptConfig& c, const char* which,
-                          const char* model) {
-    BONSAI_CHECK(arena.allocated(), "LiGO: the ", which, " arena is not allocated");
-    const auto want = layout(c);
-    for (const auto& [name, shape] : want) {
-      const ParamSlot* s = arena.find(name);
-      BONSAI_CHECK(s != nullptr, "LiGO: the ", which, " arena has no '", name, "', which the ",
-                   model, " has");
-      BONSAI_CHECK(s->shape == shape, "LiGO: the ", which, " arena's '", name, "' is ",
-                   detail::shape_string(s->shape), " but the ", model, " makes it ",
-                   detail::shape_string(shape));
-    }
-    BONSAI_CHECK(arena.slots().size() == want.size(), "LiGO: the ", which, " arena has ",
-                 arena.slots().size(), " parameters but the ", model, " has ", want.size());
   }
 
   index_t depth_index(const char* name) {

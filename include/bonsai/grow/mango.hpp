@@ -77,6 +77,7 @@
 #include "../core/rng.hpp"
 #include "../nn/arena.hpp"
 #include "apply.hpp"
+#include "learned.hpp"
 #include "plan.hpp"
 
 namespace bonsai {
@@ -268,7 +269,7 @@ class Mango {
   Mango(const GrowthPlan& plan, const ParamArena<T>& source, MangoOptions options = {})
       : m_plan(plan), m_options(options) {
     check_plan();
-    check_arena(source, plan.from, "source", "plan's source model");
+    detail::check_dense_gpt_arena("Mango", source, plan.from, "source", "plan's source model");
     const GptConfig& a = plan.from;
     const GptConfig& b = plan.to;
     m_from_blocks = blocks(a);
@@ -293,7 +294,7 @@ class Mango {
           if (m_to_blocks[std::size_t(k)].output) m_live[std::size_t(l * nb + k)] = 0;
 
     // Aux parameters: grown once by the plan.
-    for (const auto& [name, shape] : layout(b))
+    for (const auto& [name, shape] : detail::dense_gpt_layout(b))
       if (!is_block_weight(name)) m_aux.add(name, shape);
     m_aux.allocate();
     grow_parameters(plan, source, m_aux);
@@ -341,7 +342,7 @@ class Mango {
   /// target model with it, e.g. Gpt<Dense<T>, Dense<T>>(mango.config())): the weight blocks by
   /// the tensor ring (identity layers' output blocks 0), the rest from the fixed plan.
   void materialize(ParamArena<T>& target) const {
-    check_arena(target, m_plan.to, "target", "plan's grown model");
+    detail::check_dense_gpt_arena("Mango", target, m_plan.to, "target", "plan's grown model");
     std::vector<T> m2(std::size_t(m_ring.target_size()));  // (L2, B2, D', D')
     m_ring.apply(ccores(m_params.values()), m_m1.data(), m2.data());
     const index_t nb = index_t(m_to_blocks.size()), d2 = m_plan.to.d_model;
@@ -363,7 +364,7 @@ class Mango {
   /// config()). Gradients of the aux parameters and of identity layers' output blocks are not
   /// used (those are fixed). Call arena().zero_grads() first unless accumulating.
   void backward(const ParamArena<T>& target) {
-    check_arena(target, m_plan.to, "target", "plan's grown model");
+    detail::check_dense_gpt_arena("Mango", target, m_plan.to, "target", "plan's grown model");
     std::vector<T> g2(std::size_t(m_ring.target_size()));  // dLoss/dM2 (L2, B2, D', D')
     const index_t nb = index_t(m_to_blocks.size()), d2 = m_plan.to.d_model;
     for (index_t l = 0; l < m_plan.to.n_layer; ++l)
@@ -534,57 +535,6 @@ class Mango {
       BONSAI_CHECK(p.depth[l].init != LayerInit::cancel, "Mango: layer ", l,
                    " is a cancel layer (random fan-outs that sum to 0), which no layer map "
                    "produces; use zero_out");
-  }
-
-  /// The parameters a dense GPT of config `c` has, with their shapes.
-  static std::vector<std::pair<std::string, std::vector<index_t>>> layout(const GptConfig& c) {
-    std::vector<std::pair<std::string, std::vector<index_t>>> out;
-    const index_t d = c.d_model, f = c.ffn_width(), w = c.attention_width();
-    const index_t qkv = w + 2 * c.kv_width();
-    const bool ln = c.norm == NormKind::layernorm;
-    out.push_back({"wte", {c.vocab_size, d}});
-    if (c.pos == PosKind::learned) out.push_back({"wpe", {c.max_seq_len, d}});
-    for (index_t l = 0; l < c.n_layer; ++l) {
-      auto add = [&](const char* rest, std::vector<index_t> shape) {
-        out.push_back({layer_param_name(l, rest), std::move(shape)});
-      };
-      add("ln_1.weight", {d});
-      if (ln) add("ln_1.bias", {d});
-      add("attn.qkv.weight", {qkv, d});
-      add("attn.qkv.bias", {qkv});
-      add("attn.proj.weight", {d, w});
-      add("attn.proj.bias", {d});
-      add("ln_2.weight", {d});
-      if (ln) add("ln_2.bias", {d});
-      add("mlp.up.weight", {f, d});
-      add("mlp.up.bias", {f});
-      if (c.act == ActKind::swiglu) {
-        add("mlp.gate.weight", {f, d});
-        add("mlp.gate.bias", {f});
-      }
-      add("mlp.down.weight", {d, f});
-      add("mlp.down.bias", {d});
-    }
-    out.push_back({"ln_f.weight", {d}});
-    if (ln) out.push_back({"ln_f.bias", {d}});
-    return out;
-  }
-
-  /// Throws unless `arena` holds exactly the parameters of a dense GPT of config `c`.
-  static void check_arena(const ParamArena<T>& arena, const GptConfig& c, const char* which,
-                          const char* model) {
-    BONSAI_CHECK(arena.allocated(), "Mango: the ", which, " arena is not allocated");
-    const auto want = layout(c);
-    for (const auto& [name, shape] : want) {
-      const ParamSlot* s = arena.find(name);
-      BONSAI_CHECK(s != nullptr, "Mango: the ", which, " arena has no '", name, "', which the ",
-                   model, " has");
-      BONSAI_CHECK(s->shape == shape, "Mango: the ", which, " arena's '", name, "' is ",
-                   detail::shape_string(s->shape), " but the ", model, " makes it ",
-                   detail::shape_string(shape));
-    }
-    BONSAI_CHECK(arena.slots().size() == want.size(), "Mango: the ", which, " arena has ",
-                 arena.slots().size(), " parameters but the ", model, " has ", want.size());
   }
 
   GrowthPlan m_plan;
