@@ -18,6 +18,7 @@
 
 #include "support/errors.hpp"
 #include "support/finite_diff.hpp"
+#include "support/operator_gradients.hpp"
 
 using namespace bonsai;
 using bonsai::test::max_diff;
@@ -241,34 +242,8 @@ TEST_CASE("ligo: backward is the exact gradient of the loss w.r.t. every operato
       Model small(c), big(plan.to);
       randomize(small, 13);
       Ligo<double> ligo(plan, small.arena());
-      // Away from the special initial point: every map and blend moved a little.
-      Rng rng(29);
-      auto& op = ligo.arena();
-      for (index_t i = 0; i < op.size(); ++i) op.values()[i] += 0.05 * rng.normal();
       const auto in = tokens(c.vocab_size, 41), tgt = tokens(c.vocab_size, 42);
-      const TokenBatch batch{in.data(), tgt.data(), B, T};
-      Model::Context ctx;
-      ligo.materialize(big.arena());
-      big.arena().zero_grads();
-      big.forward(ctx, batch, 1.0);
-      big.backward(ctx);
-      op.zero_grads();
-      ligo.backward(big.arena());
-      const std::vector<double> grad(op.grads(), op.grads() + op.size());
-      double scale = 0;
-      for (double g : grad) scale = std::max(scale, std::abs(g));
-      REQUIRE(scale > 1e-3);
-      auto loss = [&] {
-        ligo.materialize(big.arena());
-        return big.forward(ctx, batch);
-      };
-      // Per slot, so a failure names the parameter.
-      for (const ParamSlot& s : op.slots()) {
-        CAPTURE(s.name);
-        const double worst = bonsai::test::worst_central_difference(
-            op.values() + s.offset, s.size(), 1, grad.data() + s.offset, loss, 1e-6);
-        CHECK(worst <= 1e-6 * scale);
-      }
+      bonsai::test::check_operator_gradients(ligo, big, TokenBatch{in.data(), tgt.data(), B, T});
     }
   }
 }

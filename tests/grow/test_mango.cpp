@@ -19,6 +19,7 @@
 
 #include "support/errors.hpp"
 #include "support/finite_diff.hpp"
+#include "support/operator_gradients.hpp"
 
 using namespace bonsai;
 using bonsai::test::max_diff;
@@ -362,34 +363,8 @@ TEST_CASE("mango: backward is the exact gradient of the loss w.r.t. every core e
       Model small(c), big(plan.to);
       randomize(small, 13);
       Mango<double> mango(plan, small.arena(), {.rank = rank, .bond_noise = 0.1});
-      // Away from the special initial point: every core entry moved a little.
-      Rng rng(29);
-      auto& op = mango.arena();
-      for (index_t i = 0; i < op.size(); ++i) op.values()[i] += 0.05 * rng.normal();
       const auto in = tokens(c.vocab_size, 41), tgt = tokens(c.vocab_size, 42);
-      const TokenBatch batch{in.data(), tgt.data(), B, T};
-      Model::Context ctx;
-      mango.materialize(big.arena());
-      big.arena().zero_grads();
-      big.forward(ctx, batch, 1.0);
-      big.backward(ctx);
-      op.zero_grads();
-      mango.backward(big.arena());
-      const std::vector<double> grad(op.grads(), op.grads() + op.size());
-      double scale = 0;
-      for (double g : grad) scale = std::max(scale, std::abs(g));
-      REQUIRE(scale > 1e-3);
-      auto loss = [&] {
-        mango.materialize(big.arena());
-        return big.forward(ctx, batch);
-      };
-      // Per core, so a failure names it.
-      for (const ParamSlot& s : op.slots()) {
-        CAPTURE(s.name);
-        const double worst = bonsai::test::worst_central_difference(
-            op.values() + s.offset, s.size(), 1, grad.data() + s.offset, loss, 1e-6);
-        CHECK(worst <= 1e-6 * scale);
-      }
+      bonsai::test::check_operator_gradients(mango, big, TokenBatch{in.data(), tgt.data(), B, T});
     }
   }
 }
