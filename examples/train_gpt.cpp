@@ -8,8 +8,9 @@
 // atomic safetensors checkpoints into --out, resumes bit-for-bit with --resume, and samples
 // text at the end. With --sgt the structured FFNs train with dense guides (self-guided training)
 // that are released, and freed, when their weight reaches 0. With --grow the model grows at the
-// given steps (Net2Net, StackBERT, MSLT, bert2BERT, LEMON, MSG with its masks ramped in, or
-// sparse upcycling of the FFNs into Mixture-of-Experts layers), its optimizer state and
+// given steps (Net2Net, StackBERT, MSLT, bert2BERT, LEMON, MSG with its masks ramped in, the
+// learned operators LiGO and Mango trained for a few steps first, or sparse upcycling of the
+// FFNs into Mixture-of-Experts layers), its optimizer state and
 // learning rate carried across as --grow-state and --grow-lr say. With
 // --sat-rate each step computes only the heads and FFN channels that matter (sparsity-accelerated
 // training), returning to dense along the ladder schedule. With --moe-experts every
@@ -232,6 +233,11 @@ int train(const Options& o, GptConfig config) {
     return step < stages[e].at + length ? growth[e].frozen_layers : 0;
   };
   const std::vector<index_t> ramps = mask_ramps(stages, growth, plan.total_steps, o.msg_steps);
+  const auto growth_kind = [&](std::size_t k) -> std::string {
+    if (stages[k].is_learned())
+      return fmt::format("learned for {} steps from a function-preserving start", stages[k].learned.steps);
+    return growth[k].function_preserving() ? "function-preserving" : "not function-preserving";
+  };
   nlohmann::json growth_json = nlohmann::json::array();
   for (const GrowthStage& st : stages) growth_json.push_back(to_json(st));
   const nlohmann::json growth_settings = {{"stages", growth_json}, {"state", o.grow_state},
@@ -284,23 +290,59 @@ int train(const Options& o, GptConfig config) {
                double(plain->param_count()) * 1e-6, before, rss_mib());
   };
 
-  /// Grows the plain model with plan `k`: parameters, optimizer state, config.
-  const auto grow_model = [&](std::size_t k, index_t step, bool announce) {
+  double train_flops = 0;  // of the steps so far (and of learned growth operators' training)
+
+  /// LiGO, Mango: trains growth k's operator from the current model into `next` on batches of
+  /// its own loader (shuffled with its own seed, so the run's data order and resume stay exact).
+  const auto learn_growth = [&](std::size_t k, index_t step, Plain& next) {
+    const GrowthStage& st = stages[k];
+    if constexpr (std::is_same_v<Map, Dense<float>>) {
+      DataLoader data(o.train, {.batch_size = B, .seq_len = T, .shuffle = true,
+                                .seed = o.seed + 7919 * (k + 1), .vocab_size = config.vocab_size});
+      std::vector<std::int32_t> x(B * T), y(B * T);  // (B, T)
+      const auto batch = [&] {
+        data.next_batch(x, y);
+        return TokenBatch{x.data(), y.data(), B, T};
+      };
+      const auto t0 = std::chrono::steady_clock::now();
+      std::vector<double> losses;
+      if (st.method == GrowthMethod::ligo) {
+        Ligo<float> op(growth[k], plain->arena());
+        losses = train_learned_growth(op, next, batch, st.learned);
+      } else {
+        Mango<float> op(growth[k], plain->arena(), {.rank = st.ring_rank, .seed = o.seed + k});
+        losses = train_learned_growth(op, next, batch, st.learned);
+      }
+      train_flops += double(losses.size()) * double(next.training_flops(B, T));
+      if (!losses.empty())
+        fmt::print("step {}: {} trained its operator for {} steps: loss {:.3f} -> {:.3f} ({:.1f} s)\n",
+                   step, to_string(st.method), losses.size(), losses.front(), losses.back(),
+                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    } else {
+      detail::fail("--grow: ", to_string(st.method), " learns dense FFN maps only");
+    }
+  };
+
+  /// Grows the plain model with plan `k`: parameters, optimizer state, config. `fresh`: the
+  /// growth happens now (not replayed on resume, where the checkpoint then sets the values), so
+  /// a learned operator trains and the growth is announced.
+  const auto grow_model = [&](std::size_t k, index_t step, bool fresh) {
     const GrowthPlan& g = growth[k];
     const index_t before = plain->param_count();
     Plain next(g.to);
     if (g.upcycle) upcycle(*plain, next, *g.upcycle);
+    else if (stages[k].is_learned() && fresh) learn_growth(k, step, next);
     else grow_parameters(g, plain->arena(), next.arena());
     opt = grow_optimizer(g, state_growth, *opt, plain->arena(), next.arena());
     plain.emplace(std::move(next));
     plain_ctx = {};
     config = g.to;
     config_json = gpt_config_to_json(config);
-    if (announce)
-      fmt::print("step {}: grew with {} ({}function-preserving): {} layers, d_model {}, {} heads, FFN {}{}, "
+    if (fresh)
+      fmt::print("step {}: grew with {} ({}): {} layers, d_model {}, {} heads, FFN {}{}, "
                  "{:.2f}M -> {:.2f}M parameters, optimizer state {}\n",
-                 step, to_string(stages[k].method), g.function_preserving() ? "" : "not ", config.n_layer,
-                 config.d_model, config.n_head, config.ffn_width(), moe_text(config), double(before) * 1e-6,
+                 step, to_string(stages[k].method), growth_kind(k), config.n_layer, config.d_model,
+                 config.n_head, config.ffn_width(), moe_text(config), double(before) * 1e-6,
                  double(plain->param_count()) * 1e-6, to_string(state_growth));
   };
   /// Freezes what MSLT freezes at `step` (or unfreezes), in the model and the optimizer.
@@ -332,7 +374,6 @@ int train(const Options& o, GptConfig config) {
 
   // ---- resume ------------------------------------------------------------------------------
   index_t start = 0;
-  double train_flops = 0;
   if (o.resume) {
     if (const auto dir = latest_checkpoint(o.out)) {
       const index_t step = detail::checkpoint_step(dir->filename().string()).value_or(0);
@@ -396,10 +437,9 @@ int train(const Options& o, GptConfig config) {
                plan.flops_budget ? fmt::format(" (the last {} repeat the first data)", plan.schedule.guided_steps)
                                  : std::string());
   for (std::size_t k = 0; k < growth.size(); ++k)
-    fmt::print("growth {}: at step {}, {} -> {} layers, d_model {}, {} heads, FFN {}{}{}\n", k + 1, stages[k].at,
-               to_string(stages[k].method), growth[k].to.n_layer, growth[k].to.d_model, growth[k].to.n_head,
-               growth[k].to.ffn_width(), moe_text(growth[k].to),
-               growth[k].function_preserving() ? " (function-preserving)" : "");
+    fmt::print("growth {}: at step {}, {} -> {} layers, d_model {}, {} heads, FFN {}{} ({})\n", k + 1,
+               stages[k].at, to_string(stages[k].method), growth[k].to.n_layer, growth[k].to.d_model,
+               growth[k].to.n_head, growth[k].to.ffn_width(), moe_text(growth[k].to), growth_kind(k));
   if (sat) {
     const Lors& l = sat->config().ladder;
     fmt::print("SAT: omission rate {} until step {}, {} stairs down to dense at step {} (mean rate {:.3f}); "
@@ -580,8 +620,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--grow", o.grow,
                  "a growth stage STEP:METHOD:key=value,... (repeat for more stages) with METHOD "
-                 "net2net | stackbert | interpolate | mslt | fpi | aki | lemon | msg and keys d, heads, "
-                 "ffn, layers, rank (e.g. 200:lemon:d=384,heads=6,layers=6), or upcycle with keys "
+                 "net2net | stackbert | interpolate | mslt | fpi | aki | lemon | msg | ligo | mango and "
+                 "keys d, heads, ffn, layers, rank (e.g. 200:lemon:d=384,heads=6,layers=6; ligo and "
+                 "mango also steps and lr of the operator's training, mango's rank is its ring rank), "
+                 "or upcycle with keys "
                  "experts, top_k, granularity, every, gating, router, scale (e.g. "
                  "300:upcycle:experts=8,top_k=2)");
   app.add_option("--grow-state", o.grow_state,

@@ -1,15 +1,19 @@
 # Resume is exact: N steps straight and (K steps, stop, --resume, N - K steps) must leave
 # byte-identical model and optimizer checkpoints and the same loss log. EXTRA adds trainer
-# flags; with SGT flags that release the guides between steps 3 and 6, the step-3 checkpoint
+# flags, FFN replaces the default FFN flags (--ffn lowrank --rank 8); with SGT flags that release the guides between steps 3 and 6, the step-3 checkpoint
 # must hold the guides and the step-6 one must not.
 #   cmake -DTRAIN=<train_gpt> -DDATA=<shard dir> -DOUT=<scratch dir> [-DEXTRA="--sgt cosine"]
-#         -P check_resume.cmake
+#         [-DFFN="--ffn dense"] -P check_resume.cmake
 file(REMOVE_RECURSE "${OUT}")
 separate_arguments(extra UNIX_COMMAND "${EXTRA}")
+if(NOT DEFINED FFN)
+  set(FFN "--ffn lowrank --rank 8")
+endif()
+separate_arguments(ffn UNIX_COMMAND "${FFN}")
 set(args --train "${DATA}/train_*.bin" --val "${DATA}/val_*.bin" --tokenizer byte
          --layers 2 --d-model 32 --heads 2 --seq-len 32 --batch 2 --grad-accum 2 --steps 6
-         --warmup 2 --eval-every 2 --eval-batches 2 --sample-tokens 4 --ffn lowrank --rank 8
-         --shuffle --threads 2 ${extra})
+         --warmup 2 --eval-every 2 --eval-batches 2 --sample-tokens 4 ${ffn} --shuffle
+         --threads 2 ${extra})
 
 function(run)
   execute_process(COMMAND "${TRAIN}" ${args} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE log

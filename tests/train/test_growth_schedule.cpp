@@ -158,3 +158,62 @@ TEST_CASE("growth schedule: an upcycle stage parses, plans and maps the optimize
   CHECK_THROWS_WITH_AS(plan_growth(small_config(), parse_growth_schedule("5:upcycle:experts=4;9:upcycle:experts=4"), 30, {}),
                        doctest::Contains("already has Mixture-of-Experts layers"), Error);
 }
+
+TEST_CASE("growth schedule: ligo and mango stages parse, start function-preserving and refuse what they cannot learn") {
+  const auto st = parse_growth_schedule("10:ligo:d=16,heads=4,ffn=48,layers=3,steps=7,lr=1e-3;"
+                                        "20:mango:d=32,heads=8,ffn=96,layers=5,rank=3");
+  REQUIRE(st.size() == 2);
+  CHECK(st[0].method == GrowthMethod::ligo);
+  CHECK(st[0].is_learned());
+  CHECK(st[0].learned.steps == 7);
+  CHECK(st[0].learned.lr == 1e-3);
+  CHECK(st[0].target.ffn_dim == 48);
+  CHECK(st[1].method == GrowthMethod::mango);
+  CHECK(st[1].ring_rank == 3);
+  CHECK(st[1].target.rank == 0);
+  CHECK(st[1].learned.steps == 100);  // the paper's operator training
+  CHECK(st[1].learned.lr == 2e-4);
+  CHECK(to_json(st[0])["steps"] == 7);
+  CHECK(to_json(st[1])["ring_rank"] == 3);
+  CHECK_FALSE(to_json(parse_growth_schedule("5:lemon:d=16")[0]).contains("steps"));
+
+  GptConfig c = small_config();
+  c.ffn_dim = 16;
+  const auto plans = plan_growth(c, st, 30, {});
+  REQUIRE(plans.size() == 2);
+  for (const GrowthPlan& p : plans) {
+    CHECK(p.function_preserving());
+    // The operators start from these plans: what grow_parameters writes.
+    Gpt<Dense<double>, Dense<double>> small(p.from), grown(p.to), learned(p.to);
+    Rng rng(4);
+    small.init(rng);
+    grow_parameters(p, small.arena(), grown.arena());
+    if (&p == &plans[0]) Ligo<double>(p, small.arena()).materialize(learned.arena());
+    else Mango<double>(p, small.arena(), {.bond_noise = 0.0}).materialize(learned.arena());
+    double worst = 0;
+    for (index_t i = 0; i < grown.arena().size(); ++i)
+      worst = std::max(worst, std::abs(grown.arena().values()[i] - learned.arena().values()[i]));
+    CHECK(worst <= 1e-12);
+  }
+  CHECK(plans[0].to.d_model == 16);
+  CHECK(plans[0].to.n_layer == 3);
+  CHECK(plans[1].to.d_model == 32);
+  CHECK(plans[1].to.n_layer == 5);
+
+  CHECK_THROWS_WITH_AS(parse_growth_schedule("5:ligo:d=16,lr=fast"),
+                       doctest::Contains("lr = 'fast' is not a positive number"), Error);
+  CHECK_THROWS_WITH_AS(parse_growth_schedule("5:ligo:d=16,lr=0"), doctest::Contains("positive"), Error);
+  CHECK_THROWS_WITH_AS(parse_growth_schedule("5:lemon:d=16,steps=3"),
+                       doctest::Contains("unknown size 'steps'"), Error);
+  CHECK_THROWS_WITH_AS(plan_growth(c, parse_growth_schedule("5:ligo:d=12"), 30, {}),
+                       doctest::Contains("whole multiple"), Error);
+  CHECK_THROWS_WITH_AS(plan_growth(c, parse_growth_schedule("5:mango:d=16,layers=4"), 30, {}),
+                       doctest::Contains("one whole factor"), Error);
+  CHECK_THROWS_WITH_AS(plan_growth(c, parse_growth_schedule("5:mango:d=16,heads=4,ffn=32,rank=0"), 30, {}),
+                       doctest::Contains("ring rank"), Error);
+  GptConfig lowrank = c;
+  lowrank.ffn = FfnKind::lowrank;
+  lowrank.rank = 4;
+  CHECK_THROWS_WITH_AS(plan_growth(lowrank, parse_growth_schedule("5:ligo:d=16"), 30, {}),
+                       doctest::Contains("dense FFN"), Error);
+}

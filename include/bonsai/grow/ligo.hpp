@@ -90,7 +90,7 @@ class Ligo {
   /// and for a source arena that does not hold plan.from.
   Ligo(const GrowthPlan& plan, const ParamArena<T>& source, LigoOptions options = {})
       : m_plan(plan), m_options(options) {
-    check_plan();
+    check_plan(plan);
     const GptConfig& a = plan.from;
     const GptConfig& b = plan.to;
     detail::check_dense_gpt_arena("LiGO", source, a, "source", "plan's source model");
@@ -302,38 +302,9 @@ class Ligo {
   const GptConfig& config() const noexcept { return m_plan.to; }
   const LigoOptions& options() const noexcept { return m_options; }
 
- private:
-  using RowMat = EigenRowMajor<T>;
-  using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
-  using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
-  using MapR = Eigen::Map<RowMat>;
-  using CMapR = Eigen::Map<const RowMat>;
-  using CMap = CMapR;
-
-  enum class Out : std::uint8_t { res, qkv, ffn };         // which B maps the rows
-  enum class In : std::uint8_t { none, res, heads, ffn };  // which A maps the columns
-
-  /// One kind of layer tensor ("attn.qkv.weight"), its source layers stacked.
-  struct Module {
-    index_t depth;  // index of its w_m
-    std::string rest;
-    index_t rows, cols, rows2, cols2;  // source and target shapes (vectors: cols 1)
-    Out out;
-    In in;
-    Mat stack;  // (rows cols, L): column j = source layer j, row-major flattened
-  };
-  /// The offsets of one target layer's width maps in the operator arena.
-  struct LayerMaps {
-    index_t q = 0, k = 0, v = 0, o = 0, up = 0, down = 0;
-  };
-  /// A block of rows with its own out map: target rows [row2, row2 + rows2) are B (rows2, rows)
-  /// times source rows [row, row + rows).
-  struct Piece {
-    index_t row2, rows2, row, rows, b;
-  };
-
-  void check_plan() const {
-    const GrowthPlan& p = m_plan;
+  /// Throws, with a sentence, unless the operator can start from `plan` (checked again by the
+  /// constructor; call it to reject a plan before any work).
+  static void check_plan(const GrowthPlan& p) {
     BONSAI_CHECK(!p.options.masked, "LiGO: an MSG plan (masked growth) has fresh units that no "
                  "linear map of the source produces; use copy maps (e.g. net2net, stackbert)");
     BONSAI_CHECK(p.from.moe_experts == 0 && p.to.moe_experts == 0, "LiGO: grows models without "
@@ -365,6 +336,37 @@ class Ligo {
     BONSAI_CHECK(p.to.head_dim() == p.from.head_dim(), "LiGO: head_dim changes from ",
                  p.from.head_dim(), " to ", p.to.head_dim());
   }
+
+ private:
+  using RowMat = EigenRowMajor<T>;
+  using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
+  using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
+  using MapR = Eigen::Map<RowMat>;
+  using CMapR = Eigen::Map<const RowMat>;
+  using CMap = CMapR;
+
+  enum class Out : std::uint8_t { res, qkv, ffn };         // which B maps the rows
+  enum class In : std::uint8_t { none, res, heads, ffn };  // which A maps the columns
+
+  /// One kind of layer tensor ("attn.qkv.weight"), its source layers stacked.
+  struct Module {
+    index_t depth;  // index of its w_m
+    std::string rest;
+    index_t rows, cols, rows2, cols2;  // source and target shapes (vectors: cols 1)
+    Out out;
+    In in;
+    Mat stack;  // (rows cols, L): column j = source layer j, row-major flattened
+  };
+  /// The offsets of one target layer's width maps in the operator arena.
+  struct LayerMaps {
+    index_t q = 0, k = 0, v = 0, o = 0, up = 0, down = 0;
+  };
+  /// A block of rows with its own out map: target rows [row2, row2 + rows2) are B (rows2, rows)
+  /// times source rows [row, row + rows).
+  struct Piece {
+    index_t row2, rows2, row, rows, b;
+  };
+
 
   index_t depth_index(const char* name) {
     for (std::size_t i = 0; i < m_depth_names.size(); ++i)

@@ -79,6 +79,7 @@
 #include "apply.hpp"
 #include "learned.hpp"
 #include "plan.hpp"
+#include "presets.hpp"
 
 namespace bonsai {
 
@@ -239,24 +240,6 @@ struct MangoOptions {
   std::uint64_t seed = 1;
 };
 
-/// The plan Mango starts from for `from` grown to d_model (a whole multiple k of from.d_model)
-/// with `depth`: residual units and heads copied circularly k times, every D-unit block of the
-/// FFN likewise (WidthMap::tiled(F, k F, copy, F / D)), no split noise. With DepthMap::stack it
-/// is StackBERT with a layer-shared Net2Net width map; with DepthMap::insert_identity(..,
-/// LayerInit::zero_out) Net2Net's wider and deeper nets, which keep the function.
-inline GrowthPlan make_mango_plan(const GptConfig& from, index_t d_model, DepthMap depth) {
-  const index_t d = from.d_model, f = from.ffn_width();
-  BONSAI_CHECK(d_model >= d && d_model % d == 0, "Mango: d_model ", d, " -> ", d_model,
-               " is not a whole multiple (the residual stream is copied k times)");
-  BONSAI_CHECK(f % d == 0, "Mango: the FFN width ", f, " is not a multiple of d_model = ", d,
-               " (the FFN matrices are cut into d_model x d_model blocks)");
-  const index_t k = d_model / d;
-  return make_growth_plan(from, WidthMap::tiled(d, d_model, Fill::copy),
-                          WidthMap::tiled(from.kv_heads(), k * from.kv_heads(), Fill::copy),
-                          WidthMap::tiled(f, k * f, Fill::copy, f / d), std::move(depth),
-                          GrowthOptions{.split_noise = 0.0, .fill_std = 0.0});
-}
-
 template <class T>
 class Mango {
  public:
@@ -268,7 +251,11 @@ class Mango {
   /// and for a source arena that does not hold plan.from.
   Mango(const GrowthPlan& plan, const ParamArena<T>& source, MangoOptions options = {})
       : m_plan(plan), m_options(options) {
-    check_plan();
+    check_plan(plan);
+    BONSAI_CHECK(options.rank >= 1, "Mango: the ring rank is ", options.rank,
+                 " but must be at least 1");
+    BONSAI_CHECK(std::isfinite(options.bond_noise) && options.bond_noise >= 0,
+                 "Mango: bond_noise is ", options.bond_noise, " but must be finite and >= 0");
     detail::check_dense_gpt_arena("Mango", source, plan.from, "source", "plan's source model");
     const GptConfig& a = plan.from;
     const GptConfig& b = plan.to;
@@ -400,75 +387,13 @@ class Mango {
   /// The options it was built with.
   const MangoOptions& options() const noexcept { return m_options; }
 
- private:
-  using RowMat = EigenRowMajor<T>;
-  using MapR = Eigen::Map<RowMat>;
-  using CMapR = Eigen::Map<const RowMat>;
-  using MapS = Eigen::Map<RowMat, Eigen::Unaligned, Eigen::OuterStride<>>;
-
-  /// Where a D x D block W (out, in) sits: rows [row, row + D), columns [col, col + D) of the
-  /// layer parameter `rest`, whose rows are `ld` long.
-  struct Block {
-    std::string name, rest;
-    index_t row = 0, col = 0, ld = 0;
-    bool output = false;  // writes the residual stream (o, down.c): 0 in identity layers
-  };
-
-  static std::vector<Block> blocks(const GptConfig& c) {
-    const index_t d = c.d_model, m = c.ffn_width() / d, f = c.ffn_width();
-    std::vector<Block> out{{"q", "attn.qkv.weight", 0, 0, d, false},
-                           {"k", "attn.qkv.weight", d, 0, d, false},
-                           {"v", "attn.qkv.weight", 2 * d, 0, d, false},
-                           {"o", "attn.proj.weight", 0, 0, d, true}};
-    for (index_t k = 0; k < m; ++k)
-      out.push_back({"up." + std::to_string(k), "mlp.up.weight", k * d, 0, d, false});
-    if (c.act == ActKind::swiglu)
-      for (index_t k = 0; k < m; ++k)
-        out.push_back({"gate." + std::to_string(k), "mlp.gate.weight", k * d, 0, d, false});
-    for (index_t k = 0; k < m; ++k)
-      out.push_back({"down." + std::to_string(k), "mlp.down.weight", 0, k * d, f, true});
-    return out;
-  }
-
-  /// Block `blk` of layer l in a buffer laid out like `arena` (values, gradients): (d, d).
-  static MapS block(T* base, const ParamArena<T>& arena, index_t l, const Block& blk, index_t d) {
-    const ParamSlot& s = arena.slot(layer_param_name(l, blk.rest));
-    return MapS(base + s.offset + blk.row * blk.ld + blk.col, d, d, Eigen::OuterStride<>(blk.ld));
-  }
-  static Eigen::Map<const RowMat, Eigen::Unaligned, Eigen::OuterStride<>> block(
-      const T* base, const ParamArena<T>& arena, index_t l, const Block& blk, index_t d) {
-    const ParamSlot& s = arena.slot(layer_param_name(l, blk.rest));
-    return Eigen::Map<const RowMat, Eigen::Unaligned, Eigen::OuterStride<>>(
-        base + s.offset + blk.row * blk.ld + blk.col, d, d, Eigen::OuterStride<>(blk.ld));
-  }
-
-  static bool is_block_weight(const std::string& name) {
-    const auto p = split_layer_param_name(name);
-    if (!p) return false;
-    return p->rest == "attn.qkv.weight" || p->rest == "attn.proj.weight" ||
-           p->rest == "mlp.up.weight" || p->rest == "mlp.gate.weight" ||
-           p->rest == "mlp.down.weight";
-  }
-
-  TensorRingCores<T> cores(T* base) const {
-    return {base + m_sb, base + m_si, base + m_so, base + m_sl};
-  }
-  TensorRingCores<const T> ccores(const T* base) const {
-    return {base + m_sb, base + m_si, base + m_so, base + m_sl};
-  }
-
-  void check_plan() const {
-    const GrowthPlan& p = m_plan;
+  /// Throws, with a sentence, unless the operator can start from `plan` (checked again by the
+  /// constructor; call it to reject a plan before any work).
+  static void check_plan(const GrowthPlan& p) {
     const GptConfig& a = p.from;
     const GptConfig& b = p.to;
     BONSAI_CHECK(a.moe_experts == 0 && b.moe_experts == 0, "Mango: grows models without "
                  "Mixture-of-Experts layers (upcycle after growing)");
-    BONSAI_CHECK(m_options.rank >= 1, "Mango: the ring rank is ", m_options.rank,
-                 " but must be at least 1");
-    BONSAI_CHECK(std::isfinite(m_options.bond_noise) && m_options.bond_noise >= 0,
-                 "Mango: bond_noise is ", m_options.bond_noise, " but must be finite and >= 0");
-    BONSAI_CHECK(a.moe_experts == 0, "Mango: the model has Mixture-of-Experts layers (",
-                 a.moe_experts, " experts); grow the dense model, upcycle last");
     BONSAI_CHECK(!p.options.masked,
                  "Mango: an MSG plan (masked growth) has fresh units that no linear map of the "
                  "source produces; use make_mango_plan");
@@ -536,6 +461,64 @@ class Mango {
                    " is a cancel layer (random fan-outs that sum to 0), which no layer map "
                    "produces; use zero_out");
   }
+
+ private:
+  using RowMat = EigenRowMajor<T>;
+  using MapR = Eigen::Map<RowMat>;
+  using CMapR = Eigen::Map<const RowMat>;
+  using MapS = Eigen::Map<RowMat, Eigen::Unaligned, Eigen::OuterStride<>>;
+
+  /// Where a D x D block W (out, in) sits: rows [row, row + D), columns [col, col + D) of the
+  /// layer parameter `rest`, whose rows are `ld` long.
+  struct Block {
+    std::string name, rest;
+    index_t row = 0, col = 0, ld = 0;
+    bool output = false;  // writes the residual stream (o, down.c): 0 in identity layers
+  };
+
+  static std::vector<Block> blocks(const GptConfig& c) {
+    const index_t d = c.d_model, m = c.ffn_width() / d, f = c.ffn_width();
+    std::vector<Block> out{{"q", "attn.qkv.weight", 0, 0, d, false},
+                           {"k", "attn.qkv.weight", d, 0, d, false},
+                           {"v", "attn.qkv.weight", 2 * d, 0, d, false},
+                           {"o", "attn.proj.weight", 0, 0, d, true}};
+    for (index_t k = 0; k < m; ++k)
+      out.push_back({"up." + std::to_string(k), "mlp.up.weight", k * d, 0, d, false});
+    if (c.act == ActKind::swiglu)
+      for (index_t k = 0; k < m; ++k)
+        out.push_back({"gate." + std::to_string(k), "mlp.gate.weight", k * d, 0, d, false});
+    for (index_t k = 0; k < m; ++k)
+      out.push_back({"down." + std::to_string(k), "mlp.down.weight", 0, k * d, f, true});
+    return out;
+  }
+
+  /// Block `blk` of layer l in a buffer laid out like `arena` (values, gradients): (d, d).
+  static MapS block(T* base, const ParamArena<T>& arena, index_t l, const Block& blk, index_t d) {
+    const ParamSlot& s = arena.slot(layer_param_name(l, blk.rest));
+    return MapS(base + s.offset + blk.row * blk.ld + blk.col, d, d, Eigen::OuterStride<>(blk.ld));
+  }
+  static Eigen::Map<const RowMat, Eigen::Unaligned, Eigen::OuterStride<>> block(
+      const T* base, const ParamArena<T>& arena, index_t l, const Block& blk, index_t d) {
+    const ParamSlot& s = arena.slot(layer_param_name(l, blk.rest));
+    return Eigen::Map<const RowMat, Eigen::Unaligned, Eigen::OuterStride<>>(
+        base + s.offset + blk.row * blk.ld + blk.col, d, d, Eigen::OuterStride<>(blk.ld));
+  }
+
+  static bool is_block_weight(const std::string& name) {
+    const auto p = split_layer_param_name(name);
+    if (!p) return false;
+    return p->rest == "attn.qkv.weight" || p->rest == "attn.proj.weight" ||
+           p->rest == "mlp.up.weight" || p->rest == "mlp.gate.weight" ||
+           p->rest == "mlp.down.weight";
+  }
+
+  TensorRingCores<T> cores(T* base) const {
+    return {base + m_sb, base + m_si, base + m_so, base + m_sl};
+  }
+  TensorRingCores<const T> ccores(const T* base) const {
+    return {base + m_sb, base + m_si, base + m_so, base + m_sl};
+  }
+
 
   GrowthPlan m_plan;
   MangoOptions m_options;

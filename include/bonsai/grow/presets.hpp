@@ -10,18 +10,28 @@
 //                norm gains, eps * s, noisy split, identity layers (zero_out or cancel)
 //   msg          MSG: fresh units appended and new layers stacked on top, all masked; the
 //                trainer ramps the masks from 0 to 1 (nn/growth_mask.hpp)
+//   ligo         the function-preserving plan a LiGO operator starts from (grow/ligo.hpp):
+//                residual units copied equally often (d_model by a whole multiple), heads and
+//                FFN units by random copies, new layers with zero output (Net2DeeperNet)
+//   mango        the function-preserving plan a Mango operator starts from (grow/mango.hpp):
+//                residual units, heads and every d_model-unit FFN block copied k times, new
+//                layers with zero output
 #pragma once
 
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "plan.hpp"
 
 namespace bonsai {
 
-/// The width/depth presets below, and upcycle: dense FFNs into Mixture-of-Experts layers
-/// (grow/upcycle.hpp), which plan_growth (train/growth.hpp) plans from UpcycleOptions.
-enum class GrowthMethod { net2net, stackbert, interpolate, mslt, fpi, aki, lemon, msg, upcycle };
+/// The width/depth presets below (ligo and mango: the plans their learned operators start
+/// from), and upcycle: dense FFNs into Mixture-of-Experts layers (grow/upcycle.hpp), which
+/// plan_growth (train/growth.hpp) plans from UpcycleOptions.
+enum class GrowthMethod {
+  net2net, stackbert, interpolate, mslt, fpi, aki, lemon, msg, ligo, mango, upcycle
+};
 
 inline const char* to_string(GrowthMethod m) {
   switch (m) {
@@ -33,6 +43,8 @@ inline const char* to_string(GrowthMethod m) {
     case GrowthMethod::aki: return "aki";
     case GrowthMethod::lemon: return "lemon";
     case GrowthMethod::msg: return "msg";
+    case GrowthMethod::ligo: return "ligo";
+    case GrowthMethod::mango: return "mango";
     case GrowthMethod::upcycle: return "upcycle";
   }
   return "?";
@@ -42,7 +54,8 @@ inline GrowthMethod parse_growth_method(std::string_view s) {
   return detail::parse_kind(s, "growth method",
                             {GrowthMethod::net2net, GrowthMethod::stackbert, GrowthMethod::interpolate,
                              GrowthMethod::mslt, GrowthMethod::fpi, GrowthMethod::aki,
-                             GrowthMethod::lemon, GrowthMethod::msg, GrowthMethod::upcycle});
+                             GrowthMethod::lemon, GrowthMethod::msg, GrowthMethod::ligo,
+                             GrowthMethod::mango, GrowthMethod::upcycle});
 }
 
 /// The size a model grows to; 0 keeps a dimension. n_head counts query heads; head_dim is
@@ -95,6 +108,24 @@ inline WidthMap rank_map(const GptConfig& c, index_t r) {
 }
 
 }  // namespace detail
+
+/// The plan Mango starts from for `from` grown to d_model (a whole multiple k of from.d_model)
+/// with `depth`: residual units and heads copied circularly k times, every D-unit block of the
+/// FFN likewise (WidthMap::tiled(F, k F, copy, F / D)), no split noise. With DepthMap::stack it
+/// is StackBERT with a layer-shared Net2Net width map; with DepthMap::insert_identity(..,
+/// LayerInit::zero_out) Net2Net's wider and deeper nets, which keep the function.
+inline GrowthPlan make_mango_plan(const GptConfig& from, index_t d_model, DepthMap depth) {
+  const index_t d = from.d_model, f = from.ffn_width();
+  BONSAI_CHECK(d_model >= d && d_model % d == 0, "Mango: d_model ", d, " -> ", d_model,
+               " is not a whole multiple (the residual stream is copied k times)");
+  BONSAI_CHECK(f % d == 0, "Mango: the FFN width ", f, " is not a multiple of d_model = ", d,
+               " (the FFN matrices are cut into d_model x d_model blocks)");
+  const index_t k = d_model / d;
+  return make_growth_plan(from, WidthMap::tiled(d, d_model, Fill::copy),
+                          WidthMap::tiled(from.kv_heads(), k * from.kv_heads(), Fill::copy),
+                          WidthMap::tiled(f, k * f, Fill::copy, f / d), std::move(depth),
+                          GrowthOptions{.split_noise = 0.0, .fill_std = 0.0});
+}
 
 /// The plan of `method` from model `from` to `target`.
 inline GrowthPlan make_preset(GrowthMethod method, const GptConfig& from, const GrowthTarget& target,
@@ -157,6 +188,26 @@ inline GrowthPlan make_preset(GrowthMethod method, const GptConfig& from, const 
                               WidthMap::tiled(from.ffn_width(), t.f, Fill::copy, blocks),
                               DepthMap::insert_identity(from.n_layer, t.l, o.new_layers, first), opt,
                               detail::rank_map(from, t.r));
+    }
+    case GrowthMethod::ligo: {
+      BONSAI_CHECK(t.d % from.d_model == 0, "grow: LiGO copies every residual unit equally often, "
+                   "so d_model ", from.d_model, " -> ", t.d, " must grow by a whole multiple");
+      return make_growth_plan(from, WidthMap::tiled(from.d_model, t.d, Fill::copy),
+                              WidthMap::random(from.kv_heads(), t.groups, rng),
+                              WidthMap::random(from.ffn_width(), t.f, rng),
+                              DepthMap::insert_identity(from.n_layer, t.l, LayerInit::zero_out),
+                              GrowthOptions{.split_noise = 0.0, .fill_std = 0.0});
+    }
+    case GrowthMethod::mango: {
+      const index_t k = t.d / from.d_model;
+      BONSAI_CHECK(t.d % from.d_model == 0 && t.groups == k * from.kv_heads() &&
+                       t.f == k * from.ffn_width(),
+                   "grow: Mango copies the residual stream, the heads and the FFN k times "
+                   "together, so d_model ", from.d_model, " -> ", t.d, ", key/value heads ",
+                   from.kv_heads(), " -> ", t.groups, " and FFN ", from.ffn_width(), " -> ", t.f,
+                   " must all grow by one whole factor");
+      return make_mango_plan(from, t.d,
+                             DepthMap::insert_identity(from.n_layer, t.l, LayerInit::zero_out));
     }
     case GrowthMethod::msg:
       opt.masked = true;

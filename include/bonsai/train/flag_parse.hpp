@@ -1,8 +1,11 @@
 // bonsai/train/flag_parse.hpp — the pieces the trainer's compound flags (--grow, --grow-lr,
-// --sat-ladder) are parsed with: a non-negative step or size, and a split on one separator.
+// --sat-ladder) are parsed with: a non-negative step or size, a positive real number, and a
+// split on one separator.
 // Errors name the flag and the field.
 #pragma once
 
+#include <charconv>
+#include <cmath>
 #include <string_view>
 #include <vector>
 
@@ -20,6 +23,16 @@ inline index_t parse_size(std::string_view s, std::string_view flag, std::string
     BONSAI_CHECK(v < (index_t(1) << 40), flag, ": ", what, " = '", s, "' is too large");
     v = v * 10 + (c - '0');
   }
+  return v;
+}
+
+/// A finite number > 0 (e.g. 2e-4), or an error naming `flag` and `what`.
+inline double parse_positive(std::string_view s, std::string_view flag, std::string_view what) {
+  double v = 0;
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  BONSAI_CHECK(!s.empty() && ec == std::errc() && end == s.data() + s.size() && std::isfinite(v) &&
+                   v > 0,
+               flag, ": ", what, " = '", s, "' is not a positive number");
   return v;
 }
 

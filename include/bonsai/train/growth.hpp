@@ -14,6 +14,9 @@
 #include <nlohmann/json.hpp>
 
 #include "../grow/apply.hpp"
+#include "../grow/learned.hpp"
+#include "../grow/ligo.hpp"
+#include "../grow/mango.hpp"
 #include "../grow/presets.hpp"
 #include "adamw.hpp"
 #include "flag_parse.hpp"
@@ -22,12 +25,20 @@
 namespace bonsai {
 
 /// One growth event: before step `at` trains, the model grows with `method` to `target` (or,
-/// with method upcycle, its FFNs become experts as `upcycle` says).
+/// with method upcycle, its FFNs become experts as `upcycle` says). With ligo and mango the
+/// preset plan only starts the operator, which then trains as `learned` says (Mango with ring
+/// rank `ring_rank`) before it writes the grown model.
 struct GrowthStage {
   index_t at = 0;
   GrowthMethod method = GrowthMethod::lemon;
   GrowthTarget target;
   UpcycleOptions upcycle;
+  LearnedGrowthConfig learned;
+  index_t ring_rank = 1;
+
+  bool is_learned() const noexcept {
+    return method == GrowthMethod::ligo || method == GrowthMethod::mango;
+  }
 };
 
 /// Sets one upcycle option of a --grow stage from its key and value.
@@ -45,7 +56,9 @@ inline void parse_upcycle_option(UpcycleOptions& o, std::string_view key, std::s
 
 /// Parses "STEP:METHOD:key=value,...;STEP:..." with keys d (d_model), heads, ffn, layers and
 /// rank, e.g. "300:lemon:d=256,heads=4,layers=4;600:stackbert:layers=8". Steps must increase.
-/// An upcycle stage takes experts, top_k, granularity, every, gating (topk_softmax |
+/// ligo and mango stages also take steps and lr (the operator's training; default 100 and
+/// 2e-4), and for mango rank is the ring rank (default 1), e.g. "300:ligo:d=256,layers=6,
+/// steps=100". An upcycle stage takes experts, top_k, granularity, every, gating (topk_softmax |
 /// softmax_topk), router (random | zero) and scale (down | split | none), e.g.
 /// "300:upcycle:experts=8,top_k=2".
 inline std::vector<GrowthStage> parse_growth_schedule(std::string_view text) {
@@ -66,13 +79,20 @@ inline std::vector<GrowthStage> parse_growth_schedule(std::string_view text) {
         parse_upcycle_option(st.upcycle, key, value);
         continue;
       }
+      if (st.is_learned() && key == "lr") {
+        st.learned.lr = detail::parse_positive(value, "--grow", key);
+        continue;
+      }
       const index_t v = detail::parse_size(value, "--grow", key);
-      if (key == "d") st.target.d_model = v;
+      if (st.is_learned() && key == "steps") st.learned.steps = v;
+      else if (st.method == GrowthMethod::mango && key == "rank") st.ring_rank = v;
+      else if (key == "d") st.target.d_model = v;
       else if (key == "heads") st.target.n_head = v;
       else if (key == "ffn") st.target.ffn_dim = v;
       else if (key == "layers") st.target.n_layer = v;
       else if (key == "rank") st.target.rank = v;
-      else detail::fail("--grow: unknown size '", key, "' (expected d, heads, ffn, layers or rank)");
+      else detail::fail("--grow: unknown size '", key, "' (expected d, heads, ffn, layers or rank",
+                        st.is_learned() ? ", steps or lr" : "", ")");
     }
     BONSAI_CHECK(stages.empty() || st.at > stages.back().at, "--grow: stage at step ", st.at,
                  " does not come after the one at step ", stages.empty() ? 0 : stages.back().at);
@@ -81,8 +101,9 @@ inline std::vector<GrowthStage> parse_growth_schedule(std::string_view text) {
   return stages;
 }
 
-/// The plans of every stage, each from the model the previous one made; throws (before any
-/// training) for a stage that cannot be built or that starts at or after `total_steps`.
+/// The plans of every stage, each from the model the previous one made (ligo, mango: the plan
+/// the operator starts from); throws (before any training) for a stage that cannot be built or
+/// that starts at or after `total_steps`.
 inline std::vector<GrowthPlan> plan_growth(const GptConfig& start, const std::vector<GrowthStage>& stages,
                                            index_t total_steps, const PresetOptions& options) {
   std::vector<GrowthPlan> plans;
@@ -98,6 +119,11 @@ inline std::vector<GrowthPlan> plan_growth(const GptConfig& start, const std::ve
       plans.push_back(upcycle_plan(c, u));
     } else {
       plans.push_back(make_preset(st.method, c, st.target, o));
+    }
+    if (st.method == GrowthMethod::ligo) Ligo<double>::check_plan(plans.back());
+    if (st.method == GrowthMethod::mango) {
+      Mango<double>::check_plan(plans.back());
+      BONSAI_CHECK(st.ring_rank >= 1, "--grow: Mango's ring rank must be at least 1");
     }
     c = plans.back().to;
   }
@@ -223,9 +249,16 @@ inline nlohmann::json to_json(const GrowthStage& s) {
             {"granularity", u.granularity}, {"every", u.every}, {"gating", to_string(u.gating)},
             {"router", to_string(u.router)}, {"scale", to_string(u.scale)}};
   }
-  return {{"at", s.at}, {"method", to_string(s.method)}, {"d_model", s.target.d_model},
-          {"n_head", s.target.n_head}, {"ffn_dim", s.target.ffn_dim},
-          {"n_layer", s.target.n_layer}, {"rank", s.target.rank}};
+  nlohmann::json j = {{"at", s.at}, {"method", to_string(s.method)},
+                      {"d_model", s.target.d_model}, {"n_head", s.target.n_head},
+                      {"ffn_dim", s.target.ffn_dim}, {"n_layer", s.target.n_layer},
+                      {"rank", s.target.rank}};
+  if (s.is_learned()) {
+    j["steps"] = s.learned.steps;
+    j["lr"] = s.learned.lr;
+  }
+  if (s.method == GrowthMethod::mango) j["ring_rank"] = s.ring_rank;
+  return j;
 }
 
 }  // namespace bonsai
