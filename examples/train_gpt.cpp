@@ -299,9 +299,10 @@ int train(const Options& o, GptConfig config) {
     if constexpr (std::is_same_v<Map, Dense<float>>) {
       DataLoader data(o.train, {.batch_size = B, .seq_len = T, .shuffle = true,
                                 .seed = o.seed + 7919 * (k + 1), .vocab_size = config.vocab_size});
-      std::vector<std::int32_t> x(B * T), y(B * T);  // (B, T)
+      std::vector<std::int32_t> x(B * T), y(B * T), x0, y0;  // (B, T); x0, y0: the first batch
       const auto batch = [&] {
         data.next_batch(x, y);
+        if (x0.empty()) x0 = x, y0 = y;
         return TokenBatch{x.data(), y.data(), B, T};
       };
       const auto t0 = std::chrono::steady_clock::now();
@@ -314,10 +315,15 @@ int train(const Options& o, GptConfig config) {
         losses = train_learned_growth(op, next, batch, st.learned);
       }
       train_flops += double(losses.size()) * double(next.training_flops(B, T));
-      if (!losses.empty())
-        fmt::print("step {}: {} trained its operator for {} steps: loss {:.3f} -> {:.3f} ({:.1f} s)\n",
-                   step, to_string(st.method), losses.size(), losses.front(), losses.back(),
-                   std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      if (losses.empty()) return;
+      // Batches differ by more than the operator moves the loss, so it is compared on one.
+      typename Plain::Context ctx;
+      const double after = next.forward(ctx, TokenBatch{x0.data(), y0.data(), B, T});
+      train_flops += double(next.flops(B, T));
+      fmt::print("step {}: {} trained its operator for {} steps ({:.1f} s); loss on its first batch "
+                 "{:.3f} -> {:.3f}\n", step, to_string(st.method), losses.size(),
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+                 losses.front(), after);
     } else {
       detail::fail("--grow: ", to_string(st.method), " learns dense FFN maps only");
     }

@@ -3,11 +3,15 @@
 # model, 6 layers x d_model 256 (4 heads of 64, FFN 1024), trained from scratch for N steps
 # (default 400), against runs that train a smaller model for the first quarter of the steps and
 # grow it into the target with each growth preset:
-#   width and depth, from 3 x 128 (2 heads):  net2net, fpi, aki, lemon, msg
+#   width and depth, from 3 x 128 (2 heads):  net2net, fpi, aki, lemon, msg, ligo, mango
 #   depth only, from 3 x 256 (4 heads):       stackbert, interpolate, mslt
-# Every run has the same steps, learning-rate schedule and data order; growth carries the
-# optimizer state of the old slice (--grow-state carry) and keeps the schedule (--grow-lr keep);
-# MSG ramps its masks and MSLT trains only the new layers for an eighth of the steps (50 of 400).
+# and two controls: small, the 3 x 128 model trained for all the steps without growing, and
+# upcycle, the target trained from scratch whose FFNs become 8 experts (top 2, every other
+# layer) at the same step. Every run has the same steps, learning-rate schedule and data order;
+# growth carries the optimizer state of the old slice (--grow-state carry) and keeps the schedule
+# (--grow-lr keep); MSG ramps its masks and MSLT trains only the new layers for an eighth of the
+# steps (50 of 400); LiGO's and Mango's operators train for a sixteenth (25 of 400; the papers'
+# 100 steps are a tiny part of much longer runs).
 # Writes runs/grow/results.md (val loss, FLOPs, and the FLOPs each run needed to reach the
 # from-scratch run's final val loss) and runs/grow/loss.png (val loss against training FLOPs);
 # with N other than 400 the directory is runs/grow-N. METHODS picks the grown runs (all by
@@ -18,7 +22,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 steps=${1:-400}
 at=$((steps / 4))
-methods=(${METHODS:-net2net fpi aki lemon msg stackbert interpolate mslt})
+methods=(${METHODS:-net2net fpi aki lemon msg ligo mango stackbert interpolate mslt small upcycle})
 
 bash scripts/setup_brown.sh train_gpt
 bin=build/cpu-release/examples
@@ -47,6 +51,12 @@ for m in "${methods[@]}"; do
   case $m in
     stackbert|interpolate|mslt)
       run "$m" --layers 3 --d-model 256 --heads 4 --grow "$at:$m:layers=6" "${growth[@]}" ;;
+    ligo|mango)
+      run "$m" --layers 3 --d-model 128 --heads 2 \
+        --grow "$at:$m:$target,ffn=1024,steps=$((steps / 16))" "${growth[@]}" ;;
+    small) run small --layers 3 --d-model 128 --heads 2 ;;
+    upcycle)
+      run upcycle --layers 6 --d-model 256 --heads 4 --grow "$at:upcycle:experts=8,top_k=2" "${growth[@]}" ;;
     *) run "$m" --layers 3 --d-model 128 --heads 2 --grow "$at:$m:$target,ffn=1024" "${growth[@]}" ;;
   esac
 done
