@@ -211,6 +211,8 @@ TEST_CASE("growth schedule: ligo and mango stages parse, start function-preservi
                        doctest::Contains("one whole factor"), Error);
   CHECK_THROWS_WITH_AS(plan_growth(c, parse_growth_schedule("5:mango:d=16,heads=4,ffn=32,rank=0"), 30, {}),
                        doctest::Contains("ring rank"), Error);
+  CHECK_THROWS_WITH_AS(plan_growth(c, parse_growth_schedule("5:ligo:d=16"), 30, {.split_noise = 0.02}),
+                       doctest::Contains("--grow-noise 0.02 does not apply"), Error);
   GptConfig lowrank = c;
   lowrank.ffn = FfnKind::lowrank;
   lowrank.rank = 4;

@@ -120,6 +120,9 @@ inline std::vector<GrowthPlan> plan_growth(const GptConfig& start, const std::ve
     } else {
       plans.push_back(make_preset(st.method, c, st.target, o));
     }
+    BONSAI_CHECK(!st.is_learned() || options.split_noise <= 0, "--grow: ", to_string(st.method),
+                 " starts from an equal split and learns the rest; --grow-noise ",
+                 options.split_noise, " does not apply to it");
     if (st.method == GrowthMethod::ligo) Ligo<double>::check_plan(plans.back());
     if (st.method == GrowthMethod::mango) {
       Mango<double>::check_plan(plans.back());
