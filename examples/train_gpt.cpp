@@ -6,16 +6,19 @@
 // Reads llm.c token shards, trains with AdamW (warm-up + cosine, global-norm clipping, gradient
 // accumulation), evaluates validation loss and perplexity, writes metrics.csv / main.log and
 // atomic safetensors checkpoints into --out, resumes bit-for-bit with --resume, and samples
-// text at the end. With --sgt the structured FFNs train with dense guides (self-guided training)
-// that are released, and freed, when their weight reaches 0. With --grow the model grows at the
-// given steps (Net2Net, StackBERT, MSLT, bert2BERT, LEMON, MSG with its masks ramped in, the
-// learned operators LiGO and Mango trained for a few steps first, or sparse upcycling of the
-// FFNs into Mixture-of-Experts layers), its optimizer state and
-// learning rate carried across as --grow-state and --grow-lr say. With
-// --sat-rate each step computes only the heads and FFN channels that matter (sparsity-accelerated
-// training), returning to dense along the ladder schedule. With --moe-experts every
-// --moe-every-th FFN is a Mixture-of-Experts layer. The FFN structure is picked once, in main(),
-// through a closed switch; the training loop below it is statically typed on it.
+// text at the end. A non-finite loss, gradient or parameter stops the run with a report naming
+// the step and the first non-finite tensor (the checkpoints stay), or, with --on-divergence
+// rollback, returns to the last checkpoint with a lower learning rate. With --sgt the
+// structured FFNs train with dense guides (self-guided training) that are released, and freed,
+// when their weight reaches 0. With --grow the model grows at the given steps (Net2Net,
+// StackBERT, MSLT, bert2BERT, LEMON, MSG with its masks ramped in, the learned operators LiGO
+// and Mango trained for a few steps first, or sparse upcycling of the FFNs into
+// Mixture-of-Experts layers), its optimizer state and learning rate carried across as
+// --grow-state and --grow-lr say. With --sat-rate each step computes only the heads and FFN
+// channels that matter (sparsity-accelerated training), returning to dense along the ladder
+// schedule. With --moe-experts every --moe-every-th FFN is a Mixture-of-Experts layer. The FFN
+// structure is picked once, in main(), through a closed switch; the training loop below it is
+// statically typed on it.
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
 
@@ -26,6 +29,7 @@
 #include <bonsai/train/adamw.hpp>
 #include <bonsai/train/checkpoint.hpp>
 #include <bonsai/train/data_loader.hpp>
+#include <bonsai/train/divergence.hpp>
 #include <bonsai/train/gpt2_io.hpp>
 #include <bonsai/train/gpt_config_json.hpp>
 #include <bonsai/train/grad_clip.hpp>
@@ -59,6 +63,10 @@ struct Options {
   std::string prompt = "The";
   bool resume = false;
   std::uint64_t seed = 1005;
+  // a non-finite loss, gradient or parameter
+  std::string on_divergence = "stop";
+  double rollback_lr_factor = 0.5;
+  index_t max_rollbacks = 3;
   // self-guided training
   std::string sgt = "off", sgt_budget = "steps";
   double sgt_ratio = 0.5;
@@ -147,6 +155,14 @@ int train(const Options& o, GptConfig config) {
                "--sgt guides structured FFNs; --ffn dense has nothing to guide");
   BONSAI_CHECK(!sgt || o.init_from.empty(), "--sgt trains a structured model from scratch; "
                                             "it cannot start from --init-from weights");
+  BONSAI_CHECK(o.on_divergence == "stop" || o.on_divergence == "rollback",
+               "--on-divergence: expected stop or rollback, got '", o.on_divergence, "'");
+  BONSAI_CHECK(o.on_divergence == "stop" || (o.ckpt_every > 0 && !sgt),
+               "--on-divergence rollback returns to the last checkpoint: it needs --ckpt-every N, "
+               "and it cannot be combined with --sgt yet");
+  BONSAI_CHECK(o.rollback_lr_factor > 0 && o.rollback_lr_factor <= 1 && o.max_rollbacks >= 0,
+               "--rollback-lr-factor ", o.rollback_lr_factor, " must lie in (0, 1] and --max-rollbacks ",
+               o.max_rollbacks, " must not be negative");
   if (config.moe_experts > 0) {
     BONSAI_CHECK(!sgt && o.init_from.empty() && o.export_hf.empty() && o.grow.empty() &&
                      o.sat_rate == 0,
@@ -379,33 +395,47 @@ int train(const Options& o, GptConfig config) {
   };
 
   // ---- resume ------------------------------------------------------------------------------
+  double lr_scale = 1;    // lowered by every rollback after a divergence
+  index_t rollbacks = 0;  // rollbacks so far
+  /// Loads checkpoint `dir` and the trainer state saved with it and returns the step it
+  /// continues from. `replay`: the model is the starting one, so the SGT release and the growth
+  /// events before that step are replayed first (a rollback keeps the model it has).
+  const auto restore = [&](const fs::path& dir, bool replay) -> index_t {
+    const index_t step = detail::checkpoint_step(dir.filename().string()).value_or(0);
+    if (replay) {
+      if (guided && plan.schedule.released(step)) release(step);
+      for (index_t k = 0; k < stages_before(step); ++k) grow_model(std::size_t(k), step, false);
+    }
+    const CheckpointState st = load_checkpoint<float>(dir, arena(), {opt->m().data(), std::size_t(opt->size())},
+                                                      {opt->v().data(), std::size_t(opt->size())});
+    BONSAI_CHECK(st.config == config_json, "--resume: ", dir.string(),
+                 " was written by a different model configuration");
+    const nlohmann::json& ts = st.trainer_state;
+    BONSAI_CHECK(ts.value("sgt", nlohmann::json()) == (sgt ? plan.to_json() : nlohmann::json()),
+                 "--resume: ", dir.string(), " was written with other --sgt settings (",
+                 ts.value("sgt", nlohmann::json()).dump(), ")");
+    BONSAI_CHECK(ts.value("growth", nlohmann::json()) == (stages.empty() ? nlohmann::json() : growth_settings),
+                 "--resume: ", dir.string(), " was written with other --grow settings (",
+                 ts.value("growth", nlohmann::json()).dump(), ")");
+    const nlohmann::json saved_sat = ts.value("sat", nlohmann::json::object());
+    BONSAI_CHECK(saved_sat.value("settings", nlohmann::json()) == (sat ? sat->config().to_json() : nlohmann::json()),
+                 "--resume: ", dir.string(), " was written with other --sat settings (",
+                 saved_sat.value("settings", nlohmann::json()).dump(), ")");
+    if (sat) sat->restore(saved_sat.at("scores"));
+    opt->set_step_count(ts.at("adamw_step").get<std::int64_t>());
+    loader.restore(ts.at("loader").get<DataLoaderState>());
+    if (ts.contains("guide_rng")) guide_rng.restore(rng_from_json(ts.at("guide_rng")));
+    if (replay) {
+      train_flops = ts.value("train_flops", 0.0);
+      lr_scale = ts.value("lr_scale", 1.0);
+      rollbacks = ts.value("rollbacks", index_t(0));
+    }
+    return ts.at("step").get<index_t>();
+  };
   index_t start = 0;
   if (o.resume) {
     if (const auto dir = latest_checkpoint(o.out)) {
-      const index_t step = detail::checkpoint_step(dir->filename().string()).value_or(0);
-      if (guided && plan.schedule.released(step)) release(step);
-      for (index_t k = 0; k < stages_before(step); ++k) grow_model(std::size_t(k), step, false);
-      const CheckpointState st = load_checkpoint<float>(*dir, arena(), {opt->m().data(), std::size_t(opt->size())},
-                                                        {opt->v().data(), std::size_t(opt->size())});
-      BONSAI_CHECK(st.config == config_json, "--resume: ", dir->string(),
-                   " was written by a different model configuration");
-      const nlohmann::json& ts = st.trainer_state;
-      BONSAI_CHECK(ts.value("sgt", nlohmann::json()) == (sgt ? plan.to_json() : nlohmann::json()),
-                   "--resume: ", dir->string(), " was written with other --sgt settings (",
-                   ts.value("sgt", nlohmann::json()).dump(), ")");
-      BONSAI_CHECK(ts.value("growth", nlohmann::json()) == (stages.empty() ? nlohmann::json() : growth_settings),
-                   "--resume: ", dir->string(), " was written with other --grow settings (",
-                   ts.value("growth", nlohmann::json()).dump(), ")");
-      const nlohmann::json saved_sat = ts.value("sat", nlohmann::json::object());
-      BONSAI_CHECK(saved_sat.value("settings", nlohmann::json()) == (sat ? sat->config().to_json() : nlohmann::json()),
-                   "--resume: ", dir->string(), " was written with other --sat settings (",
-                   saved_sat.value("settings", nlohmann::json()).dump(), ")");
-      if (sat) sat->restore(saved_sat.at("scores"));
-      start = ts.at("step").get<index_t>();
-      opt->set_step_count(ts.at("adamw_step").get<std::int64_t>());
-      loader.restore(ts.at("loader").get<DataLoaderState>());
-      train_flops = ts.value("train_flops", 0.0);
-      if (ts.contains("guide_rng")) guide_rng.restore(rng_from_json(ts.at("guide_rng")));
+      start = restore(*dir, true);
       fmt::print("resumed from {} at step {}\n", dir->string(), start);
     } else {
       fmt::print("--resume: no checkpoint in {}, starting afresh\n", o.out);
@@ -416,6 +446,7 @@ int train(const Options& o, GptConfig config) {
   const auto save = [&](index_t step) {
     nlohmann::json state = {{"step", step}, {"adamw_step", opt->step_count()},
                             {"loader", loader.state()}, {"seed", o.seed}, {"train_flops", train_flops}};
+    if (rollbacks > 0) state["lr_scale"] = lr_scale, state["rollbacks"] = rollbacks;
     if (sgt) {
       state["sgt"] = plan.to_json();
       state["guide_rng"] = rng_to_json(guide_rng.state());
@@ -458,7 +489,8 @@ int train(const Options& o, GptConfig config) {
              max_threads(), cpu::gemm_library());
 
   // ---- training loop -------------------------------------------------------------------------
-  MetricsLog log(o.out, o.resume ? start : -1);
+  std::optional<MetricsLog> log;
+  log.emplace(o.out, o.resume ? start - 1 : -1);  // the lines up to the checkpoint's
   ConsoleReporter console(plan.total_steps);
   const auto context = [&](auto& model) -> auto& {
     if constexpr (std::is_same_v<std::remove_cvref_t<decltype(model)>, Guided>) return guided_ctx;
@@ -505,11 +537,42 @@ int train(const Options& o, GptConfig config) {
     });
     loss /= double(o.grad_accum);
     const double norm = global_norm(arena().grads_view());
-    BONSAI_CHECK(std::isfinite(loss) && std::isfinite(norm), "step ", step, ": loss ", loss,
-                 ", gradient norm ", norm, " — training diverged (lower --lr?)");
-    const double lr = growth_lr.at(schedule, step, growth_steps);
-    opt->step(arena(), lr, clip_scale(norm, o.clip),
-              sat ? sat->update_flags() : std::span<const std::uint8_t>());
+    const double lr = lr_scale * growth_lr.at(schedule, step, growth_steps);
+    bool finite = std::isfinite(loss) && std::isfinite(norm);
+    if (finite) {
+      opt->step(arena(), lr, clip_scale(norm, o.clip),
+                sat ? sat->update_flags() : std::span<const std::uint8_t>());
+      finite = all_finite(arena().values_view());  // an update can overflow too
+    }
+    if (!finite) {  // stop, keeping the last checkpoint, or roll back to it with a lower rate
+      console.clear();
+      const std::string report = divergence_report(step, loss, norm, first_non_finite(arena()));
+      const auto dir = latest_checkpoint(o.out);
+      const index_t back = dir ? detail::checkpoint_step(dir->filename().string()).value_or(0) : 0;
+      if (o.on_divergence == "stop" || !dir || rollbacks == o.max_rollbacks ||
+          stages_before(back) != stages_before(step + 1)) {
+        detail::fail(report, "; training diverged. ",
+                     !dir ? std::string("No checkpoint was written (--ckpt-every)")
+                          : fmt::format("The last good checkpoint is {}", dir->string()),
+                     o.on_divergence == "stop" ? "; resume from it with a lower --lr, or run with "
+                                                 "--on-divergence rollback"
+                     : !dir ? "; nothing to roll back to"
+                     : rollbacks == o.max_rollbacks
+                         ? fmt::format("; {} rollbacks did not help", rollbacks)
+                         : "; a growth event lies between it and this step, so it cannot be rolled "
+                           "back to (resume from it with a lower --lr)");
+      }
+      ++rollbacks;
+      const double scale = lr_scale * o.rollback_lr_factor;
+      const index_t to = restore(*dir, false);
+      lr_scale = scale;
+      log.reset();
+      log.emplace(o.out, to - 1);
+      fmt::print("{}\nrolled back to {} (rollback {} of {}); learning rate x{:.3g} from now on\n",
+                 report, dir->string(), rollbacks, o.max_rollbacks, lr_scale);
+      step = to - 1;  // the loop continues at step `to`
+      continue;
+    }
     apply_mask(step, step + 1);  // what the evaluation (and the next step) sees
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     train_flops += step_flops;
@@ -520,7 +583,7 @@ int train(const Options& o, GptConfig config) {
                         .tokens_per_s = tokens_per_s, .gflops = gflops,
                         .mfu = o.peak_gflops > 0 ? 100.0 * gflops / o.peak_gflops : StepMetrics::none,
                         .train_flops = train_flops};
-    log.log_train(m);
+    log->log_train(m);
     console.train(m);
 
     const index_t done = step + 1;
@@ -534,7 +597,7 @@ int train(const Options& o, GptConfig config) {
           set_guides(model, plan.schedule.alpha(done));  // evaluate the deterministic blend
         return evaluate(model, context(model), o, T, config.vocab_size);
       });
-      log.log_val(done, val_loss, train_flops);
+      log->log_val(done, val_loss, train_flops);
       console.val(done, val_loss);
     }
     if ((o.ckpt_every > 0 && done % o.ckpt_every == 0) || done == end) save(done);
@@ -682,6 +745,14 @@ int main(int argc, char** argv) {
   app.add_option("--ckpt-every,-n", o.ckpt_every, "checkpoint every N steps (and at the end)")->capture_default_str();
   app.add_option("--keep-ckpts", o.keep_ckpts, "checkpoints kept")->capture_default_str();
   app.add_flag("--resume,-y", o.resume, "continue from the newest checkpoint in --out");
+  app.add_option("--on-divergence", o.on_divergence,
+                 "a non-finite loss, gradient or parameter: stop (naming the step and the first "
+                 "non-finite tensor; the checkpoints stay) | rollback (to the last checkpoint, "
+                 "with the learning rate times --rollback-lr-factor)")->capture_default_str();
+  app.add_option("--rollback-lr-factor", o.rollback_lr_factor,
+                 "learning-rate factor of every rollback")->capture_default_str();
+  app.add_option("--max-rollbacks", o.max_rollbacks, "rollbacks before the run stops")
+      ->capture_default_str();
   app.add_option("--stop-after", o.stop_after, "leave after N steps of this run (resume later)");
   app.add_option("--init-from,-e", o.init_from, "start from GPT-2 weights: llm.c .bin or Hugging Face folder");
   app.add_option("--export-hf", o.export_hf,

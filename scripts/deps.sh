@@ -14,6 +14,8 @@ packages=(
   libdnnl-dev         # oneDNN: fast CPU GEMM (bonsai::onednn)
   ocl-icd-opencl-dev  # OpenCL headers: Debian's oneDNN CMake package requires them
   libomp-dev
+  clang               # libFuzzer targets (scripts/fuzz.sh)
+  libclang-rt-dev     # libFuzzer and the sanitizer runtimes for clang
   nlohmann-json3-dev  # safetensors checkpoints, configs (bonsai::train)
   libpcre2-dev        # GPT-2 pre-tokenizer regex (bonsai::train)
   pkg-config          # finds PCRE2

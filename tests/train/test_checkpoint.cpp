@@ -139,6 +139,9 @@ TEST_CASE("checkpoint: latest_checkpoint ignores .tmp and incomplete directories
   fs::create_directories(run.path / "ckpt_123");
   write_file_atomic(run.path / "ckpt_123" / "DONE", "");
   write_file_atomic(run.path / "ckpt_00007000", "a file, not a directory");
+  fs::create_directories(run.path / "ckpt_00000200.old.77");  // a replaced one, killed mid-removal
+  write_file_atomic(run.path / "ckpt_00000200.old.77" / "DONE", "200\n");
+  fs::create_directories(run.path / "ckpt_junk.tmp");
   CHECK(latest_checkpoint(run.path) == run.path / "ckpt_00000200");
   const auto all = list_checkpoints(run.path);
   REQUIRE(all.size() == 3);
@@ -153,6 +156,9 @@ TEST_CASE("checkpoint: latest_checkpoint ignores .tmp and incomplete directories
   CHECK(kept[1].first == 200);
   CHECK(!fs::exists(run.path / "ckpt_00000010"));
   CHECK(fs::exists(run.path / "ckpt_00005000"));  // not a complete checkpoint: left alone
+  CHECK(!fs::exists(run.path / "ckpt_00009000.tmp"));  // leftovers of interrupted saves go
+  CHECK(!fs::exists(run.path / "ckpt_00000200.old.77"));
+  CHECK(fs::exists(run.path / "ckpt_junk.tmp"));  // not a checkpoint's name: not ours to delete
   prune_checkpoints(run.path, 5);
   CHECK(list_checkpoints(run.path).size() == 2);
   CHECK_THROWS_AS(prune_checkpoints(run.path, 0), Error);

@@ -126,6 +126,30 @@ TEST_CASE("metrics: resuming drops the lines after the resume step") {
   CHECK(lines_of(resumed.path / "main.log").empty());
 }
 
+TEST_CASE("metrics: resuming keeps the validation logged just before the checkpoint") {
+  // A trainer validates before step 10 at the end of step 9, then writes the checkpoint after
+  // step 9, then trains step 10: killed there, it resumes from step 9 and must keep the
+  // validation but not step 10's line, or step 10 would appear twice.
+  TempDir straight("val_straight"), resumed("val_resumed");
+  {
+    MetricsLog log(straight.path);
+    run(log, 0, 12);
+  }
+  {
+    MetricsLog log(resumed.path);
+    run(log, 0, 11);  // steps 0..10, validations at 0, 5 and 10
+  }
+  {
+    MetricsLog log(resumed.path, 9);
+    CHECK(lines_of(resumed.path / "main.log").back() == "s:10 tel:3.5000");
+    CHECK(lines_of(resumed.path / "metrics.csv").back().starts_with("10,,3.500000,"));
+    log.log_train(at(10));
+    log.log_train(at(11));
+  }
+  CHECK(lines_of(resumed.path / "metrics.csv") == lines_of(straight.path / "metrics.csv"));
+  CHECK(lines_of(resumed.path / "main.log") == lines_of(straight.path / "main.log"));
+}
+
 TEST_CASE("metrics: errors name the path") {
   TempDir dir("errors");
   fs::create_directories(dir.path);

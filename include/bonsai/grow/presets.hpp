@@ -216,8 +216,10 @@ inline GrowthPlan make_preset(GrowthMethod method, const GptConfig& from, const 
                               WidthMap::appended(from.ffn_width(), t.f, Fill::fresh, blocks),
                               DepthMap::stack(from.n_layer, t.l, first), opt,
                               detail::rank_map(from, t.r));
+    case GrowthMethod::upcycle:
+      break;  // not a width/depth plan: grow/upcycle.hpp turns FFNs into experts
   }
-  detail::fail("grow: unknown growth method");
+  detail::fail("grow: ", to_string(method), " has no width/depth preset");
 }
 
 }  // namespace bonsai

@@ -4,6 +4,8 @@
 // ckpt_%08d.tmp/ and renamed into place, so a directory with the final name is always complete.
 #pragma once
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <initializer_list>
 #include <cstdio>
@@ -184,17 +186,28 @@ inline std::optional<std::filesystem::path> latest_checkpoint(const std::filesys
   return all.back().second;
 }
 
-/// Deletes all complete checkpoints but the newest `keep_last` (DONE goes first, so a
-/// half-deleted checkpoint is never taken for a complete one).
+/// Deletes all complete checkpoints but the newest `keep_last` (each is first renamed to
+/// ckpt_<step>.old.<pid>, so no folder with a checkpoint's name is ever half deleted), and what
+/// interrupted saves and deletions left behind: ckpt_<step>.tmp (a save killed before its
+/// rename) and ckpt_<step>.old.<pid>. Call it between saves, never during one.
 inline void prune_checkpoints(const std::filesystem::path& run_dir, index_t keep_last) {
   namespace fs = std::filesystem;
   BONSAI_CHECK(keep_last >= 1, "prune_checkpoints: keep_last = ", keep_last, " must be at least 1");
+  std::error_code ec;
+  for (const fs::directory_entry& e : fs::directory_iterator(run_dir, ec)) {
+    const std::string name = e.path().filename().string();
+    const std::size_t dot = name.find('.');
+    if (dot == std::string::npos || !detail::checkpoint_step(name.substr(0, dot))) continue;
+    const std::string_view suffix = std::string_view(name).substr(dot);
+    if (suffix == ".tmp" || suffix.starts_with(".old.")) fs::remove_all(e.path(), ec);
+  }
   auto all = list_checkpoints(run_dir);
   const std::size_t drop = all.size() > std::size_t(keep_last) ? all.size() - std::size_t(keep_last) : 0;
   for (std::size_t i = 0; i < drop; ++i) {
-    std::error_code ec;
-    fs::remove(all[i].second / "DONE", ec);
-    fs::remove_all(all[i].second, ec);
+    fs::path old = all[i].second;
+    old += ".old." + std::to_string(::getpid());
+    fs::rename(all[i].second, old, ec);
+    if (!ec) fs::remove_all(old, ec);
     BONSAI_CHECK(!ec, "prune_checkpoints: cannot remove '", all[i].second.string(), "': ",
                  ec.message());
   }

@@ -73,18 +73,28 @@ inline std::optional<std::int64_t> line_step(std::string_view line, std::string_
   return step;
 }
 
-/// Rewrites `path` keeping the header (if `header` is not empty and the file starts with it)
-/// and the lines whose step is <= `last_step`; atomic through a rename.
+/// Rewrites `path` keeping the header (if `header` is not empty and the file starts with it),
+/// the training lines of steps <= `last_step` and the validation lines (those whose text after
+/// the step starts with `val_mark`) of steps <= last_step + 1: the validation before step
+/// last_step + 1 is measured, and logged, before the checkpoint after step last_step is written.
+/// last_step = -1 keeps no line. Atomic through a rename.
 inline void keep_lines_up_to(const std::filesystem::path& path, std::int64_t last_step,
-                             std::string_view header, std::string_view prefix, char separator) {
+                             std::string_view header, std::string_view prefix, char separator,
+                             std::string_view val_mark) {
   std::ifstream in(path);
   if (!in) return;  // nothing logged yet
+  const std::int64_t last_val = last_step < 0 ? last_step : last_step + 1;
   std::vector<std::string> kept;
   std::string line;
   for (bool first = true; std::getline(in, line); first = false) {
-    const auto step = line_step(line, prefix, separator);
-    if ((first && !header.empty() && line == header) || (step && *step <= last_step))
+    if (first && !header.empty() && line == header) {
       kept.push_back(line);
+      continue;
+    }
+    const auto step = line_step(line, prefix, separator);
+    if (!step) continue;  // a fragment of a killed write
+    const std::string_view rest = std::string_view(line).substr(line.find(separator) + 1);
+    if (*step <= (rest.starts_with(val_mark) ? last_val : last_step)) kept.push_back(line);
   }
   in.close();
   const std::filesystem::path tmp = path.string() + ".tmp";
@@ -130,14 +140,15 @@ class MetricsLog {
   /// Appends to the run directory's files (created, with the directory, when missing).
   explicit MetricsLog(const std::filesystem::path& dir) : m_dir(dir) { open(); }
 
-  /// Resuming from the state after step `resume_step`: first drops every line of a step
-  /// > resume_step (logged after that checkpoint by the interrupted run) so the files read as
-  /// if the run had never stopped; `resume_step` = -1 starts both files afresh.
+  /// Resuming from the state after step `resume_step`: first drops every line logged after that
+  /// checkpoint by the interrupted run (training lines of later steps, validations after the
+  /// one before step resume_step + 1) so the files read as if the run had never stopped;
+  /// `resume_step` = -1 starts both files afresh.
   MetricsLog(const std::filesystem::path& dir, std::int64_t resume_step) : m_dir(dir) {
     BONSAI_CHECK(resume_step >= -1, "MetricsLog: resume step ", resume_step, " is below -1");
     make_dir();
-    detail::logs::keep_lines_up_to(csv_path(), resume_step, csv_header, "", ',');
-    detail::logs::keep_lines_up_to(log_path(), resume_step, "", "s:", ' ');
+    detail::logs::keep_lines_up_to(csv_path(), resume_step, csv_header, "", ',', ",");
+    detail::logs::keep_lines_up_to(log_path(), resume_step, "", "s:", ' ', "tel:");
     open();
   }
 
