@@ -123,7 +123,9 @@ put("fuzz_flags", "grow_net2net", b"\x00" + b"100:net2net:d=64,heads=4,layers=3"
 put("fuzz_flags", "grow_stages", b"\x00" + b"10:lemon:d=48,heads=3;20:stackbert:layers=4;30:upcycle:experts=4,top_k=2")
 put("fuzz_flags", "grow_ligo", b"\x00" + b"5:ligo:d=64,heads=4,ffn=256,layers=4,steps=10,lr=1e-3")
 put("fuzz_flags", "grow_mango", b"\x00" + b"5:mango:d=64,heads=4,ffn=256,layers=4,rank=2")
+put("fuzz_flags", "grow_huge_heads", b"\x00" + b"5:ligo:d=64,heads=1110000004,ffn=256,layers=8")  # once out of memory
 put("fuzz_flags", "ladder", b"\x01" + b"800,1000,4")
+put("fuzz_flags", "ladder_many_stairs", b"\x01" + b"8,22,2222222224")  # once a hang: rate() looped over K
 put("fuzz_flags", "enum", b"\x02" + b"rewarm:10")
 put("fuzz_flags", "hf_config", b"\x03" + json.dumps(
     {"model_type": "gpt2", "vocab_size": 50257, "n_positions": 1024, "n_embd": 768, "n_layer": 12,

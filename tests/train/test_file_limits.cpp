@@ -7,6 +7,8 @@
 #include "support/temp_dir.hpp"
 
 #include <bonsai/train/gpt2_io.hpp>
+#include <bonsai/train/gpt_config_json.hpp>
+#include <bonsai/train/growth.hpp>
 #include <bonsai/train/safetensors.hpp>
 #include <bonsai/train/token_shard.hpp>
 
@@ -55,5 +57,17 @@ TEST_CASE("file limits: a token shard claiming 2^31 tokens is rejected") {
   const std::string msg = error_of([&] { (void)read_token_shard(dir.path / "huge.bin"); });
   CHECK(msg.find("truncated") != std::string::npos);
   CHECK(error_of([&] { (void)token_shard_size(dir.path / "huge.bin"); }).find("truncated") !=
+        std::string::npos);
+}
+
+TEST_CASE("file limits: configs and growth targets beyond 2^24 per extent are rejected") {
+  const nlohmann::json j = {{"vocab_size", 50257}, {"n_positions", 1024}, {"n_embd", 1 << 30},
+                            {"n_layer", 2}, {"n_head", 2}};
+  CHECK(error_of([&] { (void)gpt_config_from_json(j); }).find("exceeds the limit") != std::string::npos);
+  GptConfig start;
+  start.vocab_size = 64, start.max_seq_len = 16, start.n_layer = 2, start.d_model = 32, start.n_head = 2;
+  // Once an out-of-memory: a width map of 1.1e9 heads was built before anything was checked.
+  const auto stages = parse_growth_schedule("5:ligo:d=64,heads=1110000004,ffn=256,layers=8");
+  CHECK(error_of([&] { (void)plan_growth(start, stages, 100, {.seed = 1}); }).find("exceeds the limit") !=
         std::string::npos);
 }

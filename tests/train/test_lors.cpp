@@ -56,8 +56,11 @@ TEST_CASE("lors: bad ladders are rejected with a sentence") {
   CHECK_THROWS_WITH_AS(Lors::parse(0.5, "400,100,3"), doctest::Contains("at or before it ends"),
                        Error);
   CHECK_THROWS_WITH_AS(Lors::parse(0.5, "100,400,1"), doctest::Contains("must equal t2"), Error);
-  CHECK_THROWS_WITH_AS(Lors::parse(0.5, "100,400,0"), doctest::Contains("at least one stair"),
+  CHECK_THROWS_WITH_AS(Lors::parse(0.5, "100,400,0"), doctest::Contains("between 1 and 1000000 stairs"),
                        Error);
+  // A huge K is refused instead of making every step's rate (and the mean) loop over it.
+  CHECK_THROWS_WITH_AS(Lors::parse(0.5, "8,2222222224,2222222224"),
+                       doctest::Contains("got K = 2222222224"), Error);
   CHECK_THROWS_WITH_AS(Lors::parse(1.0, "100,400,2"), doctest::Contains("[0, 1)"), Error);
   CHECK_THROWS_WITH_AS(Lors::parse(0.5, "100,400"), doctest::Contains("expected t1,t2,K"), Error);
   CHECK_THROWS_WITH_AS(Lors::parse(0.5, "100,4x0,2"), doctest::Contains("t2 = '4x0'"), Error);

@@ -18,6 +18,8 @@
 //                layers with zero output
 #pragma once
 
+#include <algorithm>
+
 #include <string>
 #include <string_view>
 #include <utility>
@@ -88,6 +90,9 @@ inline ResolvedTarget resolve(const GptConfig& c, const GrowthTarget& t) {
   const index_t f = t.ffn_dim ? t.ffn_dim : (c.ffn_dim ? c.ffn_dim : 4 * d);
   const index_t l = t.n_layer ? t.n_layer : c.n_layer;
   const index_t r = t.rank ? t.rank : c.rank;
+  BONSAI_CHECK(std::max({d, h, f, l, r}) <= GptConfig::max_extent, "grow: a target of d_model ",
+               d, ", n_head ", h, ", ffn ", f, ", n_layer ", l, ", rank ", r, " exceeds the limit of ",
+               GptConfig::max_extent, " on any extent");
   BONSAI_CHECK(d >= c.d_model && h >= c.n_head && f >= c.ffn_width() && l >= c.n_layer &&
                    r >= c.rank,
                "grow: a target smaller than the source (d_model ", c.d_model, " -> ", d,

@@ -67,9 +67,14 @@ struct GptConfig {
   }
 
   /// Throws bonsai::Error naming the first inconsistent field.
+  /// No extent may exceed 2^24: a larger one is a typo or a corrupt file, not a model.
+  static constexpr index_t max_extent = index_t(1) << 24;
+
   void validate() const {
     auto positive = [](const char* what, index_t v) {
       BONSAI_CHECK(v > 0, "GptConfig: ", what, " must be positive, got ", v);
+      BONSAI_CHECK(v <= max_extent, "GptConfig: ", what, " = ", v, " exceeds the limit of ",
+                   max_extent, " on any extent");
     };
     positive("vocab_size", vocab_size);
     positive("max_seq_len", max_seq_len);
@@ -78,6 +83,9 @@ struct GptConfig {
     positive("n_head", n_head);
     BONSAI_CHECK(n_kv_head >= 0 && attn_dim >= 0 && ffn_dim >= 0,
                  "GptConfig: n_kv_head, attn_dim and ffn_dim must be >= 0 (0 = default)");
+    if (n_kv_head) positive("n_kv_head", n_kv_head);
+    if (attn_dim) positive("attn_dim", attn_dim);
+    if (ffn_dim) positive("ffn_dim", ffn_dim);
     BONSAI_CHECK(attention_width() % n_head == 0, "GptConfig: attention width ",
                  attention_width(), " is not divisible by n_head = ", n_head);
     BONSAI_CHECK(n_head % kv_heads() == 0, "GptConfig: n_head = ", n_head,
@@ -92,6 +100,8 @@ struct GptConfig {
     if (ffn == FfnKind::blockdense || ffn == FfnKind::blockshuffle) positive("blocks", blocks);
     BONSAI_CHECK(moe_experts >= 0 && moe_ffn_dim >= 0,
                  "GptConfig: moe_experts and moe_ffn_dim must be >= 0 (0 = none, default)");
+    if (moe_experts) positive("moe_experts", moe_experts);
+    if (moe_ffn_dim) positive("moe_ffn_dim", moe_ffn_dim);
     if (moe_experts > 0) {
       BONSAI_CHECK(moe_top_k >= 1 && moe_top_k <= moe_experts, "GptConfig: moe_top_k = ",
                    moe_top_k, " must lie between 1 and moe_experts = ", moe_experts);

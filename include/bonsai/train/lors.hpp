@@ -21,12 +21,14 @@ struct Lors {
   index_t t1 = 0;      // the first stair's step
   index_t t2 = 0;      // the last stair's step: dense from here on
   index_t stairs = 1;  // K
+  static constexpr index_t max_stairs = 1'000'000;
 
   /// Rejects, with a sentence, a ladder that cannot be run.
   void validate() const {
     BONSAI_CHECK(rho0 >= 0.0 && rho0 < 1.0, "LORS: the omission rate must lie in [0, 1), got ",
                  rho0);
-    BONSAI_CHECK(stairs >= 1, "LORS: the ladder needs at least one stair, got K = ", stairs);
+    BONSAI_CHECK(stairs >= 1 && stairs <= max_stairs, "LORS: the ladder needs between 1 and ",
+                 max_stairs, " stairs, got K = ", stairs);
     BONSAI_CHECK(t1 >= 0 && t2 >= t1, "LORS: the ladder must start (t1 = ", t1,
                  ") at or before it ends (t2 = ", t2, "), at step 0 or later");
     BONSAI_CHECK(stairs > 1 || t1 == t2,
@@ -43,8 +45,12 @@ struct Lors {
 
   /// The omission rate of optimizer step t.
   double rate(index_t t) const {
-    index_t j = 0;
-    while (j < stairs && boundary(j + 1) <= double(t)) ++j;
+    index_t j = 0, hi = stairs;  // j: the stairs begun by step t (boundaries rise with j)
+    while (j < hi) {
+      const index_t mid = j + (hi - j + 1) / 2;
+      if (boundary(mid) <= double(t)) j = mid;
+      else hi = mid - 1;
+    }
     return rho0 * (1.0 - double(j) / double(stairs));
   }
 
