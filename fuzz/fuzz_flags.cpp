@@ -38,12 +38,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         break;
       }
       case 2: {  // the enumerated flags
-        const auto each = [&](auto parse) {
-          try {
-            (void)parse(text);
-          } catch (const Error&) {
-          }
-        };
+        const auto each = [&](auto parse) { fuzz::errors_only([&] { (void)parse(text); }); };
         each(parse_norm), each(parse_pos), each(parse_act), each(parse_gating), each(parse_ffn);
         each(parse_selection), each(parse_score_kind), each(parse_state_growth);
         each(parse_new_layers), each(parse_guide_decay), each(GrowthLr::parse);
@@ -52,10 +47,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       default: {  // config.json and a checkpoint's loader state
         const nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
         if (j.is_discarded()) return;  // read_json_file reports syntax errors itself
-        try {
-          (void)gpt_config_from_json(j);
-        } catch (const Error&) {
-        }
+        fuzz::errors_only([&] { (void)gpt_config_from_json(j); });
         DataLoaderState s;
         from_json(j, s);
       }
