@@ -19,6 +19,13 @@
 // schedule. With --moe-experts every --moe-every-th FFN is a Mixture-of-Experts layer. The FFN
 // structure is picked once, in main(), through a closed switch; the training loop below it is
 // statically typed on it.
+//
+// Data parallel: built with MPI (cmake -DBONSAI_WITH_MPI=ON), `mpirun -np R train_gpt ...` runs
+// R ranks. Each reads its slices of every global batch (R x --grad-accum micro-batches of
+// --batch sequences), the gradients are summed over ranks in one all-reduce, and every rank
+// takes the same AdamW step; rank 0 alone prints, logs, evaluates and writes checkpoints, and
+// broadcasts what it loads. Two ranks reproduce one process with twice the micro-batches bit for
+// bit. Ranks must hold identical parameters and optimizer state, which every checkpoint checks.
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
 
@@ -28,6 +35,7 @@
 #include <bonsai/nn/sampling.hpp>
 #include <bonsai/train/adamw.hpp>
 #include <bonsai/train/checkpoint.hpp>
+#include <bonsai/train/communicator.hpp>
 #include <bonsai/train/data_loader.hpp>
 #include <bonsai/train/divergence.hpp>
 #include <bonsai/train/gpt2_io.hpp>
@@ -42,7 +50,13 @@
 #include <bonsai/train/self_guided.hpp>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
+#include <memory>
+#include <thread>
+#if BONSAI_WITH_MPI
+#include <bonsai/train/mpi_communicator.hpp>
+#endif
 
 using namespace bonsai;
 namespace fs = std::filesystem;
@@ -53,7 +67,7 @@ struct Options {
   std::string tokenizer = "data/gpt2";
   bool shuffle = false;
   // optimisation
-  index_t batch = 4, grad_accum = 1, steps = 100, warmup = 10;
+  index_t batch = 4, grad_accum = 1, total_batch_tokens = 0, steps = 100, warmup = 10;
   double lr = 6e-4, min_lr_fraction = 0.1, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, clip = 1.0;
   // run
   std::string out = "runs/gpt";
@@ -144,12 +158,33 @@ static double rss_mib() {
   return 0;
 }
 
+/// sum[i] += g[i] over the arena: one micro-batch's gradient joins the step's.
+static void add_into(std::vector<float>& sum, const float* g) {
+  float* s = sum.data();
+  const auto n = static_cast<std::int64_t>(sum.size());
+#pragma omp parallel for simd schedule(static)
+  for (std::int64_t i = 0; i < n; ++i) s[i] += g[i];
+}
+
 template <class Map>
-int train(const Options& o, GptConfig config) {
+int train(const Options& o, GptConfig config, Communicator& comm) {
   using Plain = Gpt<Map, Map>;
   using Guided = GuidedGpt<Map, Map>;
   const auto tokenizer = load_tokenizer(o.tokenizer);
   const index_t B = o.batch, T = config.max_seq_len;
+  // ---- data parallel: R ranks of A micro-batches each run R A micro-batches per step ---------
+  const int ranks = comm.size(), me = comm.rank();
+  const bool root = comm.is_root();
+  index_t accum = o.grad_accum;  // A
+  if (o.total_batch_tokens > 0) {
+    const index_t per = B * T * ranks;
+    BONSAI_CHECK(o.total_batch_tokens % per == 0, "--total-batch-tokens ", o.total_batch_tokens,
+                 " is not a multiple of ranks x --batch x --seq-len = ", ranks, " x ", B, " x ", T,
+                 " = ", per);
+    accum = o.total_batch_tokens / per;
+  }
+  BONSAI_CHECK(accum >= 1, "--grad-accum must be at least 1, got ", accum);
+  const index_t micros = accum * ranks;  // micro-batches per step over all ranks
   const bool sgt = o.sgt != "off";
   BONSAI_CHECK(!sgt || config.ffn != FfnKind::dense,
                "--sgt guides structured FFNs; --ffn dense has nothing to guide");
@@ -197,6 +232,11 @@ int train(const Options& o, GptConfig config) {
   const auto arena = [&]() -> ParamArena<float>& { return with_model([](auto& m) -> auto& { return m.arena(); }); };
   std::optional<AdamW<float>> opt;
   opt.emplace(arena(), AdamWConfig{.beta1 = o.beta1, .beta2 = o.beta2, .weight_decay = o.weight_decay});
+  /// Rank 0's parameters to every rank (at the start and after a growth event).
+  const auto broadcast_values = [&] {
+    comm.broadcast(std::span<float>(arena().values(), std::size_t(arena().size())));
+  };
+  broadcast_values();
 
   // ---- SGT plan and schedule ----------------------------------------------------------------
   SgtPlan plan{.base_steps = o.steps, .total_steps = o.steps};
@@ -285,8 +325,9 @@ int train(const Options& o, GptConfig config) {
     BONSAI_CHECK(o.sat_ladder.empty(), "--sat-ladder needs --sat-rate");
   }
 
-  DataLoader loader(o.train, {.batch_size = B, .seq_len = T, .shuffle = o.shuffle, .seed = o.seed,
-                              .vocab_size = config.vocab_size});
+  // A window is one step's global batch: micro-batch m of rank r reads slice m R + r.
+  DataLoader loader(o.train, {.batch_size = B, .seq_len = T, .world = int(micros), .shuffle = o.shuffle,
+                              .seed = o.seed, .vocab_size = config.vocab_size});
   const DataLoaderState loader_start = loader.state();
   nlohmann::json config_json = gpt_config_to_json(config);
 
@@ -358,6 +399,7 @@ int train(const Options& o, GptConfig config) {
     opt = grow_optimizer(g, state_growth, *opt, plain->arena(), next.arena());
     plain.emplace(std::move(next));
     plain_ctx = {};
+    broadcast_values();
     config = g.to;
     config_json = gpt_config_to_json(config);
     if (fresh)
@@ -400,17 +442,40 @@ int train(const Options& o, GptConfig config) {
   /// Loads checkpoint `dir` and the trainer state saved with it and returns the step it
   /// continues from. `replay`: the model is the starting one, so the SGT release and the growth
   /// events before that step are replayed first (a rollback keeps the model it has).
+  /// The newest checkpoint in --out, as rank 0 sees it (the same answer on every rank).
+  const auto latest = [&]() -> std::optional<fs::path> {
+    std::string dir;
+    if (root) dir = latest_checkpoint(o.out).value_or(fs::path()).string();
+    comm.broadcast(dir);
+    if (dir.empty()) return std::nullopt;
+    return fs::path(dir);
+  };
+  const auto values = [&] { return std::span<float>(arena().values(), std::size_t(arena().size())); };
+  const auto moments = [&] {
+    return std::pair{std::span<float>(opt->m().data(), std::size_t(opt->size())),
+                     std::span<float>(opt->v().data(), std::size_t(opt->size()))};
+  };
   const auto restore = [&](const fs::path& dir, bool replay) -> index_t {
     const index_t step = detail::checkpoint_step(dir.filename().string()).value_or(0);
     if (replay) {
       if (guided && plan.schedule.released(step)) release(step);
       for (index_t k = 0; k < stages_before(step); ++k) grow_model(std::size_t(k), step, false);
     }
-    const CheckpointState st = load_checkpoint<float>(dir, arena(), {opt->m().data(), std::size_t(opt->size())},
-                                                      {opt->v().data(), std::size_t(opt->size())});
-    BONSAI_CHECK(st.config == config_json, "--resume: ", dir.string(),
+    // Rank 0 reads the checkpoint and sends it to the others.
+    const auto [m, v] = moments();
+    std::string saved;
+    if (root) {
+      const CheckpointState st = load_checkpoint<float>(dir, arena(), m, v);
+      saved = nlohmann::json{{"config", st.config}, {"trainer_state", st.trainer_state}}.dump();
+    }
+    comm.broadcast(saved);
+    comm.broadcast(values());
+    comm.broadcast(m);
+    comm.broadcast(v);
+    const nlohmann::json loaded = nlohmann::json::parse(saved);
+    BONSAI_CHECK(loaded.at("config") == config_json, "--resume: ", dir.string(),
                  " was written by a different model configuration");
-    const nlohmann::json& ts = st.trainer_state;
+    const nlohmann::json& ts = loaded.at("trainer_state");
     BONSAI_CHECK(ts.value("sgt", nlohmann::json()) == (sgt ? plan.to_json() : nlohmann::json()),
                  "--resume: ", dir.string(), " was written with other --sgt settings (",
                  ts.value("sgt", nlohmann::json()).dump(), ")");
@@ -423,7 +488,12 @@ int train(const Options& o, GptConfig config) {
                  saved_sat.value("settings", nlohmann::json()).dump(), ")");
     if (sat) sat->restore(saved_sat.at("scores"));
     opt->set_step_count(ts.at("adamw_step").get<std::int64_t>());
-    loader.restore(ts.at("loader").get<DataLoaderState>());
+    const auto position = ts.at("loader").get<DataLoaderState>();
+    BONSAI_CHECK(position.world == micros, "--resume: ", dir.string(), " was written by a run of ",
+                 position.world, " micro-batches per step (ranks x --grad-accum); this one runs ",
+                 ranks, " x ", accum, " = ", micros, ". Keep their product, e.g. with "
+                 "--total-batch-tokens");
+    loader.restore(position);
     if (ts.contains("guide_rng")) guide_rng.restore(rng_from_json(ts.at("guide_rng")));
     if (replay) {
       train_flops = ts.value("train_flops", 0.0);
@@ -434,7 +504,7 @@ int train(const Options& o, GptConfig config) {
   };
   index_t start = 0;
   if (o.resume) {
-    if (const auto dir = latest_checkpoint(o.out)) {
+    if (const auto dir = latest()) {
       start = restore(*dir, true);
       fmt::print("resumed from {} at step {}\n", dir->string(), start);
     } else {
@@ -443,20 +513,33 @@ int train(const Options& o, GptConfig config) {
   }
   if (guided && plan.schedule.released(start)) release(start);  // T_g = 0: nothing to guide
 
+  /// Every rank must hold what rank 0 checkpoints: parameters and both moments, bit for bit.
+  const auto check_lockstep = [&](index_t step) {
+    if (ranks == 1) return;
+    const auto [m, v] = moments();
+    std::uint64_t h = fingerprint(std::as_bytes(values()));
+    h = fingerprint(std::as_bytes(m), h);
+    h = fingerprint(std::as_bytes(v), h);
+    BONSAI_CHECK(comm.same_on_all_ranks(h), "after step ", step, " the ", ranks, " data-parallel "
+                 "ranks hold different parameters or optimizer states; a rank computed something "
+                 "the others did not (the checkpoint is not written)");
+  };
   const auto save = [&](index_t step) {
+    check_lockstep(step);
+    if (!root) return;
     nlohmann::json state = {{"step", step}, {"adamw_step", opt->step_count()},
                             {"loader", loader.state()}, {"seed", o.seed}, {"train_flops", train_flops}};
     if (rollbacks > 0) state["lr_scale"] = lr_scale, state["rollbacks"] = rollbacks;
+    if (ranks > 1) state["ranks"] = ranks;  // for the record: a resume may use another number
     if (sgt) {
       state["sgt"] = plan.to_json();
       state["guide_rng"] = rng_to_json(guide_rng.state());
     }
     if (!stages.empty()) state["growth"] = growth_settings;
     if (sat) state["sat"] = {{"settings", sat->config().to_json()}, {"scores", sat->state()}};
-    const auto dir = save_checkpoint<float>(o.out, step, arena(), {opt->m().data(), std::size_t(opt->size())},
-                                            {opt->v().data(), std::size_t(opt->size())}, state, config_json);
+    const auto [m, v] = moments();
+    save_checkpoint<float>(o.out, step, arena(), m, v, state, config_json);
     prune_checkpoints(o.out, o.keep_ckpts);
-    return dir;
   };
 
   with_model([&](auto& model) {
@@ -465,8 +548,10 @@ int train(const Options& o, GptConfig config) {
                config.n_layer, config.d_model, config.n_head, config.kv_heads(), to_string(config.ffn),
                config.ffn_width(), config.rank, config.blocks, moe_text(config),
                double(model.param_count()) * 1e-6,
-               3.0 * double(model.flops(B, T)) * double(o.grad_accum) * 1e-9);
+               3.0 * double(model.flops(B, T)) * double(micros) * 1e-9);
   });
+  if (ranks > 1)
+    fmt::print("data parallel: {} ranks x {} micro-batches of {} sequences per step\n", ranks, accum, B);
   if (sgt)
     fmt::print("SGT: {} decay over steps [0, {}), reduce-flop {}, budget {}: {} steps in all{}\n",
                to_string(plan.schedule.decay), plan.schedule.guided_steps, plan.reduce_flop ? "on" : "off",
@@ -489,14 +574,16 @@ int train(const Options& o, GptConfig config) {
              max_threads(), cpu::gemm_library());
 
   // ---- training loop -------------------------------------------------------------------------
-  std::optional<MetricsLog> log;
-  log.emplace(o.out, o.resume ? start - 1 : -1);  // the lines up to the checkpoint's
+  std::optional<MetricsLog> log;  // rank 0's
+  if (root) log.emplace(o.out, o.resume ? start - 1 : -1);  // the lines up to the checkpoint's
   ConsoleReporter console(plan.total_steps);
   const auto context = [&](auto& model) -> auto& {
     if constexpr (std::is_same_v<std::remove_cvref_t<decltype(model)>, Guided>) return guided_ctx;
     else return plain_ctx;
   };
   std::vector<std::int32_t> in(B * T), tgt(B * T);  // (B, T)
+  std::vector<float> grad_sum;  // (params): the step's gradient, added micro-batch by micro-batch
+  double comm_seconds = 0, step_seconds = 0;  // all-reduces, and whole steps, of this run
   const index_t end = o.stop_after > 0 ? std::min(plan.total_steps, start + o.stop_after) : plan.total_steps;
   double tokens_per_s = 0, val_loss = std::nan("");
   for (index_t step = start; step < end; ++step) {
@@ -516,26 +603,50 @@ int train(const Options& o, GptConfig config) {
       console.clear();
       fmt::print("step {}: SAT omission rate {:.3f}\n", step, sat->rate(step));
     }
+    // Each micro-batch's gradient is computed from zero and added to the step's in a fixed
+    // order, the same whether the micro-batches run on one rank or on several.
     with_model([&](auto& model) {
       auto& ctx = context(model);
-      model.arena().zero_grads();
-      for (index_t micro = 0; micro < o.grad_accum; ++micro) {
+      auto& params = model.arena();
+      for (index_t micro = 0; micro < accum; ++micro) {
+        const index_t global = micro * ranks + me;  // the micro-batch's index in the step
         std::span<const LayerKept> kept;
         if constexpr (std::is_same_v<std::remove_cvref_t<decltype(model)>, Guided>) {
-          set_guides(model, alpha, plan.reduce_flop, guide_rng);
+          // Every rank draws every micro-batch's guides in order, keeping its own: lock-step.
+          for (int r = 0; r <= me; ++r)
+            if (r == me || plan.reduce_flop) set_guides(model, alpha, plan.reduce_flop, guide_rng);
           step_flops += 3.0 * double(model.flops(B, T));
         } else {
-          if (sat) kept = sat->select(model, step, micro);
+          if (sat) kept = sat->select(model, step, global);
           step_flops += double(model.training_flops(B, T, kept));
         }
-        loader.next_batch(in, tgt);
-        loss += model.forward(ctx, TokenBatch{in.data(), tgt.data(), B, T}, 1.0f / float(o.grad_accum), kept);
+        loader.read_slice(in, tgt, global);
+        params.zero_grads();
+        loss += model.forward(ctx, TokenBatch{in.data(), tgt.data(), B, T}, 1.0f / float(micros), kept);
         if constexpr (std::is_same_v<std::remove_cvref_t<decltype(model)>, Plain>)
           if (sat) sat->observe(model, ctx);
         model.backward(ctx);
+        if constexpr (std::is_same_v<std::remove_cvref_t<decltype(model)>, Guided>)
+          if (plan.reduce_flop)
+            for (int r = me + 1; r < ranks; ++r) set_guides(model, alpha, true, guide_rng);
+        if (accum > 1) {
+          if (micro == 0) grad_sum.assign(params.grads(), params.grads() + params.size());
+          else add_into(grad_sum, params.grads());
+        }
       }
+      if (accum > 1) std::copy(grad_sum.begin(), grad_sum.end(), params.grads());
     });
-    loss /= double(o.grad_accum);
+    loader.next_window();
+    if (sat) sat->finish_step(comm);
+    if (ranks > 1) {  // the sums over ranks: gradient, loss and FLOPs
+      const auto c0 = std::chrono::steady_clock::now();
+      comm.allreduce_sum(std::span<float>(arena().grads(), std::size_t(arena().size())));
+      double totals[2] = {loss, step_flops};
+      comm.allreduce_sum(std::span<double>(totals, 2));
+      loss = totals[0], step_flops = totals[1];
+      comm_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - c0).count();
+    }
+    loss /= double(micros);
     const double norm = global_norm(arena().grads_view());
     const double lr = lr_scale * growth_lr.at(schedule, step, growth_steps);
     bool finite = std::isfinite(loss) && std::isfinite(norm);
@@ -547,7 +658,7 @@ int train(const Options& o, GptConfig config) {
     if (!finite) {  // stop, keeping the last checkpoint, or roll back to it with a lower rate
       console.clear();
       const std::string report = divergence_report(step, loss, norm, first_non_finite(arena()));
-      const auto dir = latest_checkpoint(o.out);
+      const auto dir = latest();
       const index_t back = dir ? detail::checkpoint_step(dir->filename().string()).value_or(0) : 0;
       if (o.on_divergence == "stop" || !dir || rollbacks == o.max_rollbacks ||
           stages_before(back) != stages_before(step + 1)) {
@@ -567,7 +678,7 @@ int train(const Options& o, GptConfig config) {
       const index_t to = restore(*dir, false);
       lr_scale = scale;
       log.reset();
-      log.emplace(o.out, to - 1);
+      if (root) log.emplace(o.out, to - 1);
       fmt::print("{}\nrolled back to {} (rollback {} of {}); learning rate x{:.3g} from now on\n",
                  report, dir->string(), rollbacks, o.max_rollbacks, lr_scale);
       step = to - 1;  // the loop continues at step `to`
@@ -576,14 +687,15 @@ int train(const Options& o, GptConfig config) {
     apply_mask(step, step + 1);  // what the evaluation (and the next step) sees
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     train_flops += step_flops;
+    step_seconds += seconds;
 
-    tokens_per_s = double(B * T * o.grad_accum) / seconds;
+    tokens_per_s = double(B * T * micros) / seconds;
     const double gflops = step_flops / seconds * 1e-9;
     const StepMetrics m{.step = step, .loss = loss, .lr = lr, .grad_norm = norm, .ms = seconds * 1e3,
                         .tokens_per_s = tokens_per_s, .gflops = gflops,
                         .mfu = o.peak_gflops > 0 ? 100.0 * gflops / o.peak_gflops : StepMetrics::none,
                         .train_flops = train_flops};
-    log->log_train(m);
+    if (log) log->log_train(m);
     console.train(m);
 
     const index_t done = step + 1;
@@ -591,7 +703,7 @@ int train(const Options& o, GptConfig config) {
       console.clear();
       release(done);
     }
-    if ((o.eval_every > 0 && done % o.eval_every == 0) || done == plan.total_steps) {
+    if (root && ((o.eval_every > 0 && done % o.eval_every == 0) || done == plan.total_steps)) {
       val_loss = with_model([&](auto& model) {
         if constexpr (std::is_same_v<std::remove_cvref_t<decltype(model)>, Guided>)
           set_guides(model, plan.schedule.alpha(done));  // evaluate the deterministic blend
@@ -605,10 +717,14 @@ int train(const Options& o, GptConfig config) {
   console.clear();
 
   // ---- results -------------------------------------------------------------------------------
+  if (ranks > 1 && step_seconds > 0)
+    fmt::print("data parallel: {} ranks, all-reduce {:.1f} ms per step ({:.1f}% of the step)\n", ranks,
+               1e3 * comm_seconds / double(end - start), 100.0 * comm_seconds / step_seconds);
   if (end < plan.total_steps) {
     fmt::print("stopped after step {} of {}; continue with --resume\n", end, plan.total_steps);
     return 0;
   }
+  if (!root) return 0;  // rank 0 alone evaluates, samples and exports
   BONSAI_CHECK(plain.has_value(), "SGT: the guides were not released by the last step");
   Plain& model = *plain;
   if (std::isnan(val_loss) && plan.total_steps > start)
@@ -638,6 +754,29 @@ int train(const Options& o, GptConfig config) {
     fmt::print("exported Hugging Face GPT-2 folder {}\n", o.export_hf);
   }
   return 0;
+}
+
+/// MPI when an MPI launcher started this process (and MPI is built in), else one process.
+static std::unique_ptr<Communicator> make_communicator() {
+#if BONSAI_WITH_MPI
+  if (MpiCommunicator::launched()) return std::make_unique<MpiCommunicator>();
+#else
+  const char* size = std::getenv("OMPI_COMM_WORLD_SIZE");
+  if (!size) size = std::getenv("PMI_SIZE");
+  BONSAI_CHECK(!size || std::string_view(size) == "1", "started by an MPI launcher with ", size,
+               " ranks, but this train_gpt was built without MPI (configure with "
+               "-DBONSAI_WITH_MPI=ON): every rank would train alone into the same --out");
+#endif
+  return std::make_unique<SingleProcess>();
+}
+
+/// The cores of this machine shared by the ranks on it (at least 1 thread each).
+static int threads_per_rank([[maybe_unused]] const Communicator& comm) {
+  int local = 1;
+#if BONSAI_WITH_MPI
+  if (const auto* mpi = dynamic_cast<const MpiCommunicator*>(&comm)) local = mpi->local_size();
+#endif
+  return std::max(1, int(std::thread::hardware_concurrency()) / local);
 }
 
 int main(int argc, char** argv) {
@@ -727,7 +866,9 @@ int main(int argc, char** argv) {
                  "omitted parameters: skip (values and moments untouched) | step (AdamW on a zero "
                  "gradient)")->capture_default_str();
   app.add_option("--batch,-b", o.batch, "sequences per micro-batch")->capture_default_str();
-  app.add_option("--grad-accum", o.grad_accum, "micro-batches per step")->capture_default_str();
+  app.add_option("--grad-accum", o.grad_accum, "micro-batches per step and rank")->capture_default_str();
+  app.add_option("--total-batch-tokens,-d", o.total_batch_tokens,
+                 "tokens per step over all ranks; sets --grad-accum to it / (ranks x batch x seq-len)");
   app.add_option("--steps,-x", o.steps, "optimizer steps")->capture_default_str();
   app.add_option("--lr,-l", o.lr, "peak learning rate")->capture_default_str();
   app.add_option("--warmup,-u", o.warmup, "warm-up steps")->capture_default_str();
@@ -764,7 +905,12 @@ int main(int argc, char** argv) {
   app.add_option("--peak-gflops", o.peak_gflops, "this machine's peak, to print utilisation");
   CLI11_PARSE(app, argc, argv);
 
+  std::unique_ptr<Communicator> comm;
   try {
+    comm = make_communicator();
+    if (comm->size() > 1 && o.threads == 0) o.threads = threads_per_rank(*comm);
+    if (!comm->is_root() && !std::freopen("/dev/null", "w", stdout))  // rank 0 alone prints
+      detail::fail("cannot silence the standard output of rank ", comm->rank());
     set_threads(o.threads);
     c.norm = parse_norm(norm);
     c.pos = parse_pos(pos);
@@ -781,10 +927,15 @@ int main(int argc, char** argv) {
     c.validate();
     // The closed switch: everything below train<Map> is statically typed.
     return with_ffn_structure<float>(c, [&](auto map) {
-      return train<typename decltype(map)::type>(o, c);
+      return train<typename decltype(map)::type>(o, c, *comm);
     });
   } catch (const std::exception& e) {
-    fmt::print(stderr, "train_gpt: {}\n", e.what());
-    return 1;
+    if (!comm || comm->size() == 1) {
+      fmt::print(stderr, "train_gpt: {}\n", e.what());
+      return 1;
+    }
+    fmt::print(stderr, "train_gpt: rank {}: {}\n", comm->rank(), e.what());
+    std::fflush(stderr);
+    comm->abort(1);  // the other ranks would wait for this one forever
   }
 }

@@ -21,6 +21,8 @@ packages=(
   pkg-config          # finds PCRE2
   libcli11-dev        # example trainers' flags
   libfmt-dev          # example trainers' output
+  libopenmpi-dev      # data-parallel training (bonsai::mpi, train_gpt under mpirun)
+  openmpi-bin         # mpirun
   gnuplot-nox         # loss plots (scripts/plot_loss.gp)
   python3             # /usr/bin/python3 for scripts/bench_table.py
 )

@@ -31,16 +31,18 @@ mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$out/gpu.txt"
 
 if [[ -n "$prebuilt" ]]; then
-  mapfile -t bin_tests < <(find "$prebuilt" -maxdepth 1 -type f -name 'test_cuda_*' -perm -u+x | sort)
+  mapfile -t bin_tests < <(find "$prebuilt" -maxdepth 1 -type f \( -name 'test_cuda_*' -o -name 'test_mpi_nccl_*' \) -perm -u+x | sort)
   mapfile -t bin_benches < <(find "$prebuilt" -maxdepth 1 -type f -name 'bench_cuda_*' -perm -u+x | sort)
   export LD_LIBRARY_PATH="$prebuilt${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 else
   cmake --preset cuda
   cmake --build build/cuda --target bonsai_cuda_all --parallel "$(nproc)"
-  mapfile -t bin_tests < <(find build/cuda/tests -maxdepth 2 -type f -name 'test_cuda_*' -perm -u+x | sort)
+  # test_mpi_nccl_* (built when MPI and NCCL are found) runs as a single rank without mpirun.
+  mapfile -t bin_tests < <(find build/cuda/tests -maxdepth 2 -type f \( -name 'test_cuda_*' -o -name 'test_mpi_nccl_*' \) -perm -u+x | sort)
   mapfile -t bin_benches < <(find build/cuda/bench -maxdepth 2 -type f -name 'bench_cuda_*' -perm -u+x | sort)
 fi
 
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1  # the NCCL test, as root
 status=0
 : > "$out/tests.txt"
 for t in "${bin_tests[@]}"; do

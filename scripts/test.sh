@@ -5,7 +5,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/deps.sh
 bash scripts/fetch_data.sh  # GPT-2 tokenizer files for the tokenizer tests
-cmake --preset cpu-release
+# No Eigen-GEMM twins here: scripts/test_asan.sh runs the whole suite through Eigen's GEMM.
+cmake --preset cpu-release -DBONSAI_BUILD_EIGEN_TWINS=OFF
 cmake --build --preset cpu-release --parallel "$(nproc)"
 ctest --preset cpu-release --output-on-failure -j2
 
@@ -17,3 +18,6 @@ if [[ -x /usr/local/cuda/bin/nvcc ]] || command -v nvcc >/dev/null 2>&1; then
   cmake --build build/cuda --target bonsai_cuda_all --parallel "$(nproc)"
   ctest --test-dir build/cuda -R '^cuda: ' --output-on-failure -j2 --no-tests=error
 fi
+
+# The whole suite again under AddressSanitizer + UBSan, through Eigen's GEMM.
+bash scripts/test_asan.sh

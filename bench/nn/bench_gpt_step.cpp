@@ -113,17 +113,21 @@ void sat_step(benchmark::State& state, bool gpt2_124m) {
   const TokenBatch batch{in.data(), tgt.data(), B, T};
   double flops = 0;
   index_t t = 0;
+  bool sparse = false;  // whether the last step computed a subset
   const auto step = [&] {
     const auto kept = sat.select(model, t++, 0);
+    sparse = !kept.empty();
     flops += double(model.training_flops(B, T, kept));
     model.arena().zero_grads();
     model.forward(ctx, batch, 1.0f, kept);
     sat.observe(model, ctx);
     model.backward(ctx);
+    sat.finish_step();
     opt.step(model.arena(), 1e-4, 1.0, sat.update_flags());
   };
   step();  // warm-up, and the dense step that measures every neuron
   step();  // warm-up of the sparse workspaces
+  if (state.range(0) > 0 && !sparse) state.SkipWithError("SAT did not thin the step after the dense one");
   flops = 0;
   const index_t first = t;
   for (auto _ : state) step();

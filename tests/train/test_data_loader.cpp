@@ -207,6 +207,50 @@ TEST_CASE("data loader: world ranks read adjacent slices of one global batch") {
   }
 }
 
+TEST_CASE("data loader: slices of one window serve any ranks x micro-batches with the same product") {
+  TempDir dir("slices");
+  // B T = 8, world 4: a window of 32 tokens; 97 tokens = 3 windows per shard.
+  const std::vector<fs::path> shards = {write_counting_shard(dir.path, "a.bin", 0, 97),
+                                        write_counting_shard(dir.path, "b.bin", 5000, 97)};
+  for (const bool shuffle : {false, true}) {
+    CAPTURE(shuffle);
+    const DataLoaderOptions four{.batch_size = 2, .seq_len = 4, .world = 4, .shuffle = shuffle, .seed = 3};
+    // 1 rank x 4 micro-batches, 2 ranks x 2 (rank r, micro m reads slice m 2 + r), 4 ranks x 1.
+    DataLoader one(shards, four);
+    std::vector<DataLoader> two, by_rank;
+    for (int r = 0; r < 2; ++r) two.emplace_back(shards, four);
+    for (int r = 0; r < 4; ++r) {
+      DataLoaderOptions o = four;
+      o.rank = r;
+      by_rank.emplace_back(shards, o);
+    }
+    Batch b{Ids(8), Ids(8)};
+    for (int step = 0; step < 8; ++step) {
+      std::vector<Batch> want;
+      for (int m = 0; m < 4; ++m) {
+        one.read_slice(b.inputs, b.targets, m);
+        want.push_back(b);
+      }
+      one.next_window();
+      for (int r = 0; r < 2; ++r) {
+        for (int m = 0; m < 2; ++m) {
+          two[std::size_t(r)].read_slice(b.inputs, b.targets, m * 2 + r);
+          CHECK(b == want[std::size_t(m * 2 + r)]);
+        }
+        two[std::size_t(r)].next_window();
+      }
+      for (int r = 0; r < 4; ++r) CHECK(next(by_rank[std::size_t(r)]) == want[std::size_t(r)]);
+      CHECK(want[1].inputs[0] == want[0].inputs[0] + 8);  // adjacent slices of one window
+    }
+    CHECK(one.state() == two[0].state());
+    CHECK(one.state() == by_rank[3].state());
+  }
+  DataLoader loader(shards, {.batch_size = 2, .seq_len = 4, .world = 4});
+  Ids in(8), tgt(8);
+  CHECK(error_of([&] { loader.read_slice(in, tgt, 4); }).find("slice 4 is outside [0, world = 4)") !=
+        std::string::npos);
+}
+
 TEST_CASE("data loader: errors for small shards, bad ids, bad buffers and bad states") {
   TempDir dir("errors");
   const fs::path small = write_counting_shard(dir.path, "small.bin", 0, 8);

@@ -227,6 +227,7 @@ TEST_CASE("Sat activation scores: one dense step measures every neuron, sparse s
     CHECK(sat.select(model, 0, 0).empty());  // nothing measured yet: dense
     model.forward(ctx, batch.view(), 1.0);
     sat.observe(model, ctx);
+    sat.finish_step();
     CHECK(sat.update_flags().empty());
     const nlohmann::json dense = sat.state();
     REQUIRE(dense.at("measured").get<bool>());
@@ -244,6 +245,8 @@ TEST_CASE("Sat activation scores: one dense step measures every neuron, sparse s
     const std::vector<LayerKept> k(kept.begin(), kept.end());
     model.forward(ctx, batch.view(), 1.0, k);
     sat.observe(model, ctx);
+    CHECK(sat.state() == dense);  // measurements join the scores when the step ends
+    sat.finish_step();
     const nlohmann::json after = sat.state();
     // Layer 0's kept heads see the same input as in the dense step, so they measure the same;
     // omitted heads and channels keep their dense scores exactly.
@@ -264,6 +267,31 @@ TEST_CASE("Sat activation scores: one dense step measures every neuron, sparse s
   }
 }
 
+TEST_CASE("Sat merges a step's measurements when it ends, the last micro-batch in global order winning") {
+  DenseGpt model(config_for(FfnKind::dense, false));
+  perturb(model, 31);
+  Sat<DenseGpt> sat(sat_config(ScoreKind::activation, Selection::sample), model);
+  Sat<DenseGpt> only_last(sat_config(ScoreKind::activation, Selection::sample), model);
+  DenseGpt::Context ctx;
+  const nlohmann::json before = sat.state();
+  // Global micro-batch 1 runs first (as on rank 1 of 2), then micro-batch 0 (rank 0).
+  CHECK(sat.select(model, 0, 1).empty());
+  model.forward(ctx, Batch(41, 13).view(), 0.5);
+  sat.observe(model, ctx);
+  CHECK(sat.select(model, 0, 0).empty());
+  model.forward(ctx, Batch(40, 13).view(), 0.5);
+  sat.observe(model, ctx);
+  CHECK(sat.state() == before);  // nothing joins the scores before the step ends
+  sat.finish_step();
+  CHECK(only_last.select(model, 0, 1).empty());
+  model.forward(ctx, Batch(41, 13).view(), 0.5);
+  only_last.observe(model, ctx);
+  only_last.finish_step();
+  CHECK(sat.state() == only_last.state());
+  CHECK(sat.state() != before);
+  CHECK(sat.state().at("measured").get<bool>());
+}
+
 TEST_CASE("Sat wanda scores weigh the measured activation norms by the reader's L1 norms") {
   DenseGpt model(config_for(FfnKind::dense, false));
   perturb(model, 13);
@@ -273,6 +301,7 @@ TEST_CASE("Sat wanda scores weigh the measured activation norms by the reader's 
   CHECK(sat.select(model, 0, 0).empty());
   model.forward(ctx, batch.view(), 1.0);
   sat.observe(model, ctx);
+  sat.finish_step();
   // By hand for layer 1's channels: wanda_scores on the dense activations and down weights.
   const auto a = model.blocks()[1].mlp().activations(ctx.blocks[1].mlp, 12);  // (N, F)
   auto& arena = model.arena();
@@ -300,6 +329,7 @@ TEST_CASE("Sat's update flags leave omitted parameters and their moments bitwise
     sat.observe(model, ctx);
     model.backward(ctx);
   }
+  sat.finish_step();
   CHECK(used[0][0].channels != used[1][0].channels);  // each micro-batch draws its own
   const auto flags = sat.update_flags();
   REQUIRE(index_t(flags.size()) == arena.size());
@@ -357,6 +387,7 @@ TEST_CASE("Sat is dense at rate 0 and after the ladder, and its state resumes th
   sat.select(model, 0, 0);
   model.forward(ctx, batch.view(), 1.0);
   sat.observe(model, ctx);
+  sat.finish_step();
   CHECK(sat.select(model, 1, 0)[0].channels.size() == 12);
   CHECK(sat.select(model, 2, 0)[0].channels.size() == 20);  // 24 - 6 = 18, aligned to 4
   CHECK(sat.select(model, 4, 0).empty());

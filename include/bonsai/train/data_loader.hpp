@@ -1,6 +1,7 @@
 // bonsai/train/data_loader.hpp — DataLoader: batches of B x T next-token examples read from
 // token shards, in llm.c's order (consecutive windows, shard after shard, epoch after epoch)
-// or shuffled by a seed; each of `world` data-parallel ranks reads its slice of a global batch.
+// or shuffled by a seed; each of `world` data-parallel ranks (or ranks x micro-batches) reads its
+// slice of a global batch.
 // Its position (DataLoaderState, JSON-serialisable) restores exactly for resumed runs.
 #pragma once
 
@@ -107,7 +108,7 @@ struct DataLoaderOptions {
   index_t batch_size = 0;  // B, sequences per batch (per rank)
   index_t seq_len = 0;     // T, tokens per sequence
   int rank = 0;            // this process's data-parallel rank, in [0, world)
-  int world = 1;           // number of data-parallel ranks
+  int world = 1;           // slices of a window: data-parallel ranks (x micro-batches)
   bool shuffle = false;    // false: llm.c's sequential order; true: a seeded order per epoch
   std::uint64_t seed = 1337;
   ShardFormat format = ShardFormat::llmc;
@@ -206,22 +207,42 @@ class DataLoader {
                                               .world = world}) {}
 
   /// Fills inputs (B, T) and targets (B, T), row-major, with targets[b][t] = inputs[b][t + 1]
-  /// in the token stream, and moves to the next window.
+  /// in the token stream, from this rank's slice of the window, and moves to the next window.
   void next_batch(std::span<std::int32_t> inputs, std::span<std::int32_t> targets) {
+    read_slice(inputs, targets, m_opt.rank);
+    next_window();
+  }
+
+  /// Fills inputs (B, T) and targets (B, T) from slice `slice` in [0, world) of the current
+  /// window and stays there. A trainer that accumulates A micro-batches on each of R ranks
+  /// makes world = R A and reads slice m R + r for micro-batch m on rank r, then calls
+  /// next_window(): every (R, A) with the same R A then reads the same tokens per step.
+  void read_slice(std::span<std::int32_t> inputs, std::span<std::int32_t> targets, index_t slice) {
     const index_t B = m_opt.batch_size, T = m_opt.seq_len;
     const auto n = static_cast<std::size_t>(B * T);
-    BONSAI_CHECK(inputs.size() == n && targets.size() == n, "DataLoader::next_batch: buffers hold ",
+    BONSAI_CHECK(inputs.size() == n && targets.size() == n, "DataLoader: buffers hold ",
                  inputs.size(), " and ", targets.size(), " tokens but a batch is B * T = ", n);
+    BONSAI_CHECK(slice >= 0 && slice < m_opt.world, "DataLoader: slice ", slice,
+                 " is outside [0, world = ", m_opt.world, ")");
     prepare();
     const std::int64_t window = m_opt.shuffle ? m_perm[static_cast<std::size_t>(m_pos.window)]
                                               : m_pos.window;
-    const index_t start = window * m_opt.world * B * T + m_opt.rank * B * T;
+    const index_t start = window * m_opt.world * B * T + slice * B * T;
     const std::uint16_t* tokens = m_tokens.data() + start;  // B * T + 1 tokens
     for (std::size_t i = 0; i < n; ++i) {
       inputs[i] = tokens[i];
       targets[i] = tokens[i + 1];
     }
-    advance();
+  }
+
+  /// Moves to the next window (shard, epoch).
+  void next_window() {
+    const std::int64_t file = shard_order()[static_cast<std::size_t>(m_pos.shard)];
+    if (++m_pos.window < m_windows[static_cast<std::size_t>(file)]) return;
+    m_pos.window = 0;
+    if (++m_pos.shard < num_shards()) return;
+    m_pos.shard = 0;
+    ++m_pos.epoch;
   }
 
   /// Back to the first batch of epoch 0.
@@ -310,15 +331,6 @@ class DataLoader {
                    m_paths[static_cast<std::size_t>(file)].string(), ": token ", m_tokens[i],
                    " at position ", i, " is not below the vocabulary size ", m_opt.vocab_size);
     }
-  }
-
-  void advance() {
-    const std::int64_t file = shard_order()[static_cast<std::size_t>(m_pos.shard)];
-    if (++m_pos.window < m_windows[static_cast<std::size_t>(file)]) return;
-    m_pos.window = 0;
-    if (++m_pos.shard < num_shards()) return;
-    m_pos.shard = 0;
-    ++m_pos.epoch;
   }
 
   std::vector<std::filesystem::path> m_paths;

@@ -20,6 +20,12 @@
 // uninterrupted run would have. The selection's randomness is a function of (seed, step,
 // micro-batch, layer), not a stream, for the same reason.
 //
+// Steps: every micro-batch of a step selects from the scores as they were when the step began;
+// what the step measures joins them in finish_step(), each neuron taking the value of the last
+// micro-batch (in global order) that computed it. Data-parallel ranks pass the global index of
+// their micro-batch (m R + r for micro-batch m on rank r of R) and their Communicator, so every
+// rank selects the same sets as one process running all R micro-batches of every step.
+//
 // Optimizer policy (skip_omitted, the default): a parameter no micro-batch of the step computed
 // with is left out of the AdamW update (update_flags()), so weight decay and stale moments do
 // not move omitted neurons. With skip_omitted off they take a normal AdamW step on a zero
@@ -28,6 +34,7 @@
 // options (spec sat.md §0).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -36,6 +43,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../nn/gpt.hpp"
+#include "communicator.hpp"
 #include "../sparse/importance.hpp"
 #include "../sparse/selection.hpp"
 #include "lors.hpp"
@@ -80,6 +88,9 @@ class Sat {
     m_head_scores.assign(std::size_t(m_layers),
                          std::vector<double>(std::size_t(wanda ? m_heads * m_head_dim : m_heads)));
     m_channel_scores.assign(std::size_t(m_layers), std::vector<double>(std::size_t(m_channels)));
+    const std::size_t neurons = std::size_t(m_layers) * (m_head_scores[0].size() + std::size_t(m_channels));
+    m_measured_now.assign(neurons, 0.0);
+    m_writer.assign(neurons, -1);
     // Fail now, with the model's sentence, if a layer cannot compute this few (e.g. a LowRank
     // FFN of rank above the kept channels) or at all (block-diagonal FFNs).
     if (m_config.ladder.rho0 > 0) {
@@ -105,11 +116,13 @@ class Sat {
     return keep_count(m_channels, rho, m_config.channel_align);
   }
 
-  /// The kept sets of micro-batch `micro` of step `step` (pass them to Gpt::forward and
-  /// training_flops), one LayerKept per layer; empty (dense) when rho(step) = 0 and, for data
-  /// scores, until a dense step has measured every neuron. Micro-batch 0 starts the step.
+  /// The kept sets of micro-batch `micro` (its global index) of step `step` (pass them to
+  /// Gpt::forward and training_flops), one LayerKept per layer; empty (dense) when rho(step) = 0
+  /// and, for data scores, until a dense step has measured every neuron. The first call with a
+  /// new step starts that step.
   std::span<const LayerKept> select(const Model& model, index_t step, index_t micro) {
-    if (micro == 0) m_sparse_step = false;
+    if (step != m_step) begin_step(step);
+    m_micro = micro;
     m_kept.clear();
     const double rho = rate(step);
     if (rho == 0.0 || (m_config.score != ScoreKind::magnitude && !m_measured)) return {};
@@ -128,8 +141,8 @@ class Sat {
   }
 
   /// After a training forward with the kept sets of select(): records which parameters it
-  /// computed with and, for data scores, the scores of the neurons it computed. `valid` leaves
-  /// padding tokens out of the scores.
+  /// computed with and, for data scores, the scores of the neurons it computed (used from the
+  /// next step on, see finish_step). `valid` leaves padding tokens out of the scores.
   void observe(const Model& model, typename Model::Context& ctx, TokenMask valid = {}) {
     const index_t n = ctx.batch * ctx.seq;
     const bool data = m_config.score != ScoreKind::magnitude;
@@ -143,27 +156,54 @@ class Sat {
       const auto& attn = block.attention();
       const auto o = attn.head_outputs(bctx.attn, n);  // (N, k hd)
       const std::vector<index_t> heads = all_if_empty(bctx.attn.kept, m_heads);
-      auto& hs = m_head_scores[std::size_t(l)];
+      const index_t hs = head_offset(l);
       if (m_config.score == ScoreKind::wanda) {
         s.resize(std::size_t(o.cols()));
         activation_scores(o, Aggregate::l2, valid, s);  // per column
         for (std::size_t j = 0; j < heads.size(); ++j)
-          std::copy_n(s.begin() + std::ptrdiff_t(j) * m_head_dim, m_head_dim,
-                      hs.begin() + heads[j] * m_head_dim);
+          for (index_t c = 0; c < m_head_dim; ++c)
+            measure(hs + heads[j] * m_head_dim + c, s[j * std::size_t(m_head_dim) + std::size_t(c)]);
       } else {
         s.resize(heads.size());
         head_activation_scores(o, m_head_dim, m_config.aggregate, valid, s);
-        for (std::size_t j = 0; j < heads.size(); ++j) hs[std::size_t(heads[j])] = s[j];
+        for (std::size_t j = 0; j < heads.size(); ++j) measure(hs + heads[j], s[j]);
       }
       const auto a = block.mlp().activations(bctx.mlp, n);  // (N, k)
       const std::vector<index_t> channels = all_if_empty(bctx.mlp.kept, m_channels);
       s.resize(channels.size());
       activation_scores(a, m_config.score == ScoreKind::wanda ? Aggregate::l2 : m_config.aggregate,
                         valid, s);
-      auto& cs = m_channel_scores[std::size_t(l)];
-      for (std::size_t j = 0; j < channels.size(); ++j) cs[std::size_t(channels[j])] = s[j];
+      const index_t cs = channel_offset(l);
+      for (std::size_t j = 0; j < channels.size(); ++j) measure(cs + channels[j], s[j]);
     });
-    if (data && !m_sparse_step) m_measured = true;
+    if (data && !m_sparse_step) m_measuring = true;
+  }
+
+  /// Ends the step: the update flags become those of every rank's micro-batches (a parameter
+  /// counts as computed when any computed with it), and the step's measurements join the
+  /// scores, each neuron's from the last micro-batch, in global order, that computed it. Call
+  /// it after the last observe() of the step, before update_flags().
+  void finish_step(Communicator& comm) {
+    if (comm.size() > 1 && m_sparse_step && m_config.skip_omitted) comm.allreduce_max(std::span(m_update));
+    if (m_config.score == ScoreKind::magnitude) return;
+    if (comm.size() > 1) {
+      // The last writer of each neuron, then its value: the others add zeros.
+      std::vector<std::int64_t> last = m_writer;
+      comm.allreduce_max(std::span(last));
+      for (std::size_t i = 0; i < last.size(); ++i)
+        if (m_writer[i] != last[i]) m_measured_now[i] = 0.0;
+      comm.allreduce_sum(std::span(m_measured_now));
+      m_writer = std::move(last);
+    }
+    for (std::size_t i = 0; i < m_writer.size(); ++i)
+      if (m_writer[i] >= 0) score(index_t(i)) = m_measured_now[i];
+    if (m_measuring) m_measured = true;
+    std::fill(m_writer.begin(), m_writer.end(), -1);
+    m_measuring = false;
+  }
+  void finish_step() {
+    SingleProcess one;
+    finish_step(one);
   }
 
   /// For AdamW::step: one flag per parameter, 0 for those that no micro-batch of this step
@@ -179,6 +219,9 @@ class Sat {
     return {{"measured", m_measured}, {"heads", m_head_scores}, {"channels", m_channel_scores}};
   }
   void restore(const nlohmann::json& j) {
+    m_step = -1;  // the next select() starts a step, nothing of the current one kept
+    std::fill(m_writer.begin(), m_writer.end(), -1);
+    m_measuring = false;
     if (m_config.score == ScoreKind::magnitude) return;
     const auto heads = j.at("heads").get<std::vector<std::vector<double>>>();
     const auto channels = j.at("channels").get<std::vector<std::vector<double>>>();
@@ -197,6 +240,33 @@ class Sat {
   }
 
  private:
+  /// Starts step `step`: no micro-batch sparse yet, nothing measured.
+  void begin_step(index_t step) {
+    m_step = step;
+    m_sparse_step = false;
+    std::fill(m_writer.begin(), m_writer.end(), -1);
+    m_measuring = false;
+  }
+
+  // Measurements are indexed flat: every layer's head scores, then every layer's channel scores.
+  index_t head_offset(index_t l) const { return l * index_t(m_head_scores[0].size()); }
+  index_t channel_offset(index_t l) const {
+    return m_layers * index_t(m_head_scores[0].size()) + l * m_channels;
+  }
+  double& score(index_t i) {
+    const index_t per_layer = index_t(m_head_scores[0].size());
+    if (i < m_layers * per_layer) return m_head_scores[std::size_t(i / per_layer)][std::size_t(i % per_layer)];
+    i -= m_layers * per_layer;
+    return m_channel_scores[std::size_t(i / m_channels)][std::size_t(i % m_channels)];
+  }
+  /// Records this micro-batch's measurement of neuron (column) i, unless a later micro-batch
+  /// (in global order) has measured it already.
+  void measure(index_t i, double value) {
+    if (m_micro < m_writer[std::size_t(i)]) return;
+    m_measured_now[std::size_t(i)] = value;
+    m_writer[std::size_t(i)] = m_micro;
+  }
+
   static std::vector<index_t> first(index_t k) {
     std::vector<index_t> v(static_cast<std::size_t>(k));
     for (index_t i = 0; i < k; ++i) v[std::size_t(i)] = i;
@@ -294,6 +364,13 @@ class Sat {
   std::vector<std::uint8_t> m_template;   // (params): 1 outside attention and MLP
   std::vector<std::uint8_t> m_update;     // (params): computed by some micro-batch of the step
   bool m_sparse_step = false;             // whether a micro-batch of this step was sparse
+  index_t m_step = -1;                    // the step being run
+  index_t m_micro = 0;                    // global index of the micro-batch being run
+  // This step's measurements (flat, see head_offset) and the global micro-batch index that
+  // made each (-1: none); whether a dense micro-batch measured everything.
+  std::vector<double> m_measured_now;
+  std::vector<std::int64_t> m_writer;
+  bool m_measuring = false;
 };
 
 }  // namespace bonsai
