@@ -158,12 +158,11 @@ static double rss_mib() {
   return 0;
 }
 
-/// sum[i] += g[i] over the arena: one micro-batch's gradient joins the step's.
-static void add_into(std::vector<float>& sum, const float* g) {
-  float* s = sum.data();
-  const auto n = static_cast<std::int64_t>(sum.size());
+/// out[i] += in[i] for n elements: one micro-batch's gradient joins the step's (a + b = b + a, so
+/// either side may hold the sum).
+static void add_into(float* out, const float* in, index_t n) {
 #pragma omp parallel for simd schedule(static)
-  for (std::int64_t i = 0; i < n; ++i) s[i] += g[i];
+  for (index_t i = 0; i < n; ++i) out[i] += in[i];
 }
 
 template <class Map>
@@ -183,7 +182,8 @@ int train(const Options& o, GptConfig config, Communicator& comm) {
                  " = ", per);
     accum = o.total_batch_tokens / per;
   }
-  BONSAI_CHECK(accum >= 1, "--grad-accum must be at least 1, got ", accum);
+  BONSAI_CHECK(o.total_batch_tokens >= 0 && accum >= 1, "--grad-accum must be at least 1 and "
+               "--total-batch-tokens not negative, got ", o.grad_accum, " and ", o.total_batch_tokens);
   const index_t micros = accum * ranks;  // micro-batches per step over all ranks
   const bool sgt = o.sgt != "off";
   BONSAI_CHECK(!sgt || config.ffn != FfnKind::dense,
@@ -232,11 +232,8 @@ int train(const Options& o, GptConfig config, Communicator& comm) {
   const auto arena = [&]() -> ParamArena<float>& { return with_model([](auto& m) -> auto& { return m.arena(); }); };
   std::optional<AdamW<float>> opt;
   opt.emplace(arena(), AdamWConfig{.beta1 = o.beta1, .beta2 = o.beta2, .weight_decay = o.weight_decay});
-  /// Rank 0's parameters to every rank (at the start and after a growth event).
-  const auto broadcast_values = [&] {
-    comm.broadcast(std::span<float>(arena().values(), std::size_t(arena().size())));
-  };
-  broadcast_values();
+  const auto values = [&] { return std::span<float>(arena().values(), std::size_t(arena().size())); };
+  comm.broadcast(values());  // rank 0's parameters to every rank (again after each growth event)
 
   // ---- SGT plan and schedule ----------------------------------------------------------------
   SgtPlan plan{.base_steps = o.steps, .total_steps = o.steps};
@@ -399,7 +396,7 @@ int train(const Options& o, GptConfig config, Communicator& comm) {
     opt = grow_optimizer(g, state_growth, *opt, plain->arena(), next.arena());
     plain.emplace(std::move(next));
     plain_ctx = {};
-    broadcast_values();
+    comm.broadcast(values());
     config = g.to;
     config_json = gpt_config_to_json(config);
     if (fresh)
@@ -450,7 +447,6 @@ int train(const Options& o, GptConfig config, Communicator& comm) {
     if (dir.empty()) return std::nullopt;
     return fs::path(dir);
   };
-  const auto values = [&] { return std::span<float>(arena().values(), std::size_t(arena().size())); };
   const auto moments = [&] {
     return std::pair{std::span<float>(opt->m().data(), std::size_t(opt->size())),
                      std::span<float>(opt->v().data(), std::size_t(opt->size()))};
@@ -629,12 +625,12 @@ int train(const Options& o, GptConfig config, Communicator& comm) {
         if constexpr (std::is_same_v<std::remove_cvref_t<decltype(model)>, Guided>)
           if (plan.reduce_flop)
             for (int r = me + 1; r < ranks; ++r) set_guides(model, alpha, true, guide_rng);
-        if (accum > 1) {
-          if (micro == 0) grad_sum.assign(params.grads(), params.grads() + params.size());
-          else add_into(grad_sum, params.grads());
-        }
+        // The sum so far waits in grad_sum; the last micro-batch's gradient takes it in place.
+        if (accum == 1) continue;
+        if (micro == 0) grad_sum.assign(params.grads(), params.grads() + params.size());
+        else if (micro + 1 < accum) add_into(grad_sum.data(), params.grads(), params.size());
+        else add_into(params.grads(), grad_sum.data(), params.size());
       }
-      if (accum > 1) std::copy(grad_sum.begin(), grad_sum.end(), params.grads());
     });
     loader.next_window();
     if (sat) sat->finish_step(comm);

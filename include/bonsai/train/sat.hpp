@@ -219,9 +219,7 @@ class Sat {
     return {{"measured", m_measured}, {"heads", m_head_scores}, {"channels", m_channel_scores}};
   }
   void restore(const nlohmann::json& j) {
-    m_step = -1;  // the next select() starts a step, nothing of the current one kept
-    std::fill(m_writer.begin(), m_writer.end(), -1);
-    m_measuring = false;
+    begin_step(-1);  // the next select() starts a step, nothing of the current one kept
     if (m_config.score == ScoreKind::magnitude) return;
     const auto heads = j.at("heads").get<std::vector<std::vector<double>>>();
     const auto channels = j.at("channels").get<std::vector<std::vector<double>>>();
