@@ -1,8 +1,8 @@
 // bonsai/cuda.hpp — umbrella header of the CUDA backend: everything in <bonsai/bonsai.hpp> plus
 // Lowering<Map, Device> for every structured node, SelfGuided and PreMerged (cuBLASLt GEMMs in
-// fp32, TF32 or bf16 with fp32 accumulation; fused epilogues), device tensors and copies, and
-// the trainer's kernels. Compile with nvcc (C++20, --expt-relaxed-constexpr) and link
-// bonsai::cuda.
+// fp32, TF32 or bf16 with fp32 accumulation; fused epilogues), device tensors and copies, the
+// trainer's kernels, and cuda::Gpt (the GPT of nn/gpt.hpp on one GPU) with cuda::AdamW.
+// Compile with nvcc (C++20, --expt-relaxed-constexpr) and link bonsai::cuda.
 #pragma once
 
 #include "bonsai.hpp"
@@ -20,5 +20,7 @@
 #include "backend/cuda/norm.cuh"
 #include "backend/cuda/attention.cuh"
 #include "backend/cuda/rope.cuh"
+#include "backend/cuda/elementwise.cuh"
+#include "backend/cuda/gpt.cuh"
 #include "backend/pre_merged.hpp"
 #include "backend/product.hpp"

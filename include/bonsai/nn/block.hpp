@@ -72,10 +72,10 @@ class Block {
                    kept.heads);
     add_branch(x, branch, r, mask.branch);
     m_ln_2.forward(arena, ctx.ln_2, MatrixView<const T, Host>(r), m, mask.residual);
-    if (const MoeType* moe = this->moe()) {
+    if (const MoeType* experts = this->moe()) {
       BONSAI_CHECK(!mask.ffn && kept.channels.empty(), "Block: a Mixture-of-Experts layer takes "
                    "no FFN growth mask and no kept channels");
-      moe->forward(arena, ctx.moe, MatrixView<const T, Host>(m), branch);
+      experts->forward(arena, ctx.moe, MatrixView<const T, Host>(m), branch);
     } else {
       mlp().forward(arena, ctx.mlp, MatrixView<const T, Host>(m), branch, mask.ffn, kept.channels);
     }
@@ -94,8 +94,8 @@ class Block {
                   mask.qkv);
     add_branch(x, branch, r, mask.branch);
     m_ln_2.forward(arena, ctx.ln_2, MatrixView<const T, Host>(r), m, mask.residual);
-    if (const MoeType* moe = this->moe())
-      moe->forward(arena, ctx.moe, MatrixView<const T, Host>(m), branch);
+    if (const MoeType* experts = this->moe())
+      experts->forward(arena, ctx.moe, MatrixView<const T, Host>(m), branch);
     else
       mlp().forward(arena, ctx.mlp, MatrixView<const T, Host>(m), branch, mask.ffn);
     add_branch(MatrixView<const T, Host>(r), branch, y, mask.branch);
@@ -106,8 +106,8 @@ class Block {
   void backward(ParamArena<T>& arena, Context& ctx, const MatrixView<T, Host>& dres) const {
     const index_t n = dres.rows(), d = dres.cols();
     const auto branch = ctx.tmp.matrix(n, d);  // (N, d)
-    if (const MoeType* moe = this->moe())
-      moe->backward(arena, ctx.moe, branch_grad(ctx, dres), branch, ctx.aux_weight);
+    if (const MoeType* experts = this->moe())
+      experts->backward(arena, ctx.moe, branch_grad(ctx, dres), branch, ctx.aux_weight);
     else
       mlp().backward(arena, ctx.mlp, branch_grad(ctx, dres), branch);
     m_ln_2.backward(arena, ctx.ln_2, MatrixView<const T, Host>(branch), dres, /*accumulate=*/true);
@@ -118,7 +118,7 @@ class Block {
   /// Forward FLOPs, computing only the kept heads and channels.
   index_t flops(index_t batch, index_t seq, const LayerKept& kept = {}) const {
     const index_t attn = m_attn.flops(batch, seq, index_t(kept.heads.size()));
-    if (const MoeType* moe = this->moe()) return attn + moe->flops(batch * seq);
+    if (const MoeType* experts = this->moe()) return attn + experts->flops(batch * seq);
     return attn + mlp().flops(batch * seq, index_t(kept.channels.size()));
   }
   /// The FFN of a layer without experts; throws for a MoE layer.

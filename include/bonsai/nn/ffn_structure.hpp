@@ -60,6 +60,32 @@ struct FfnMap<PreMerged<S>> {
   }
 };
 
+/// The same map structure over scalar U: Dense<float> -> Dense<bf16>, and factor by factor for
+/// products (a Shuffle has no scalar and stays). How a backend runs a host model's layout in
+/// another precision.
+template <class Map, class U>
+struct rebind_scalar {
+  using type = Map;  // maps without parameters
+};
+template <class T, index_t I, index_t O, class U>
+struct rebind_scalar<Dense<T, I, O>, U> {
+  using type = Dense<U, I, O>;
+};
+template <class T, index_t I, index_t O, class U>
+struct rebind_scalar<LowRank<T, I, O>, U> {
+  using type = LowRank<U, I, O>;
+};
+template <class T, index_t I, index_t O, class U>
+struct rebind_scalar<BlockDiag<T, I, O>, U> {
+  using type = BlockDiag<U, I, O>;
+};
+template <class... Fs, class U>
+struct rebind_scalar<Product<Fs...>, U> {
+  using type = Product<typename rebind_scalar<Fs, U>::type...>;
+};
+template <class Map, class U>
+using rebind_scalar_t = typename rebind_scalar<Map, U>::type;
+
 /// Calls f(std::type_identity<Map>{}) with the FFN map type the config names.
 template <class T, class F>
 decltype(auto) with_ffn_structure(const GptConfig& config, F&& f) {

@@ -405,4 +405,57 @@ void adamw_step(const std::vector<AdamWRange>& ranges, const VectorView<float, D
                          r.decays ? decay : plain);
 }
 
+/// AdamW's state for one arena on the device: fp32 moments m and v (arena size,), the layout's
+/// decay ranges and the update count t. step() runs update t + 1 of the fp32 master weights and
+/// their T working copy from T gradients, with the operations of bonsai::AdamW<float>::step;
+/// download() and upload() move the moments and t to and from a host bonsai::AdamW<float> of the
+/// same layout, which is what checkpoints read and write.
+class AdamW {
+ public:
+  AdamW(const ParamArena<float>& layout, const AdamWConfig& config)
+      : m_config(config), m_ranges(adamw_ranges(layout.slots())), m_m(layout.size()), m_v(layout.size()) {
+    detail::check_adamw_config(config);
+  }
+
+  /// One update from `grads` scaled by grad_scale (the clip factor).
+  template <class T>
+  void step(const VectorView<float, Device>& master, const VectorView<T, Device>& params,
+            const VectorView<const std::type_identity_t<T>, Device>& grads, double lr, double grad_scale = 1.0) {
+    adamw_step<T>(m_ranges, master, params, grads, m_m.view(), m_v.view(), m_config, m_step + 1, lr, grad_scale);
+    ++m_step;
+  }
+
+  void download(bonsai::AdamW<float>& host) const {
+    check_host(host);
+    BONSAI_CUDA_CHECK(cudaStreamSynchronize(runtime().stream()));
+    copy(host.m(), VectorView<const float, Device>(m_m.data(), {size()}));
+    copy(host.v(), VectorView<const float, Device>(m_v.data(), {size()}));
+    host.set_step_count(m_step);
+  }
+  void upload(const bonsai::AdamW<float>& host) {
+    check_host(host);
+    BONSAI_CUDA_CHECK(cudaStreamSynchronize(runtime().stream()));
+    copy(m_m.view(), host.m());
+    copy(m_v.view(), host.v());
+    m_step = host.step_count();
+  }
+
+  index_t size() const noexcept { return m_m.size(); }
+  std::int64_t step_count() const noexcept { return m_step; }
+  const AdamWConfig& config() const noexcept { return m_config; }
+  VectorView<float, Device> m() noexcept { return m_m.view(); }
+  VectorView<float, Device> v() noexcept { return m_v.view(); }
+
+ private:
+  void check_host(const bonsai::AdamW<float>& host) const {
+    BONSAI_CHECK(host.size() == size(), "cuda::AdamW: the host optimizer holds ", host.size(),
+                 " parameters but this one ", size());
+  }
+
+  AdamWConfig m_config;
+  std::vector<AdamWRange> m_ranges;
+  Vector<float, Device> m_m, m_v;  // (P)
+  std::int64_t m_step = 0;
+};
+
 }  // namespace bonsai::cuda
