@@ -54,6 +54,8 @@
 #include <fstream>
 #include <memory>
 #include <thread>
+
+#include "train_options.hpp"
 #if BONSAI_WITH_MPI
 #include <bonsai/train/mpi_communicator.hpp>
 #endif
@@ -61,43 +63,6 @@
 using namespace bonsai;
 namespace fs = std::filesystem;
 
-struct Options {
-  // data
-  std::string train = "data/brown/gpt2/train_*.bin", val = "data/brown/gpt2/val_*.bin";
-  std::string tokenizer = "data/gpt2";
-  bool shuffle = false;
-  // optimisation
-  index_t batch = 4, grad_accum = 1, total_batch_tokens = 0, steps = 100, warmup = 10;
-  double lr = 6e-4, min_lr_fraction = 0.1, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, clip = 1.0;
-  // run
-  std::string out = "runs/gpt";
-  std::string init_from, export_hf;
-  index_t eval_every = 50, eval_batches = 8, ckpt_every = 0, keep_ckpts = 2, stop_after = 0;
-  index_t sample_tokens = 64;
-  std::string prompt = "The";
-  bool resume = false;
-  std::uint64_t seed = 1005;
-  // a non-finite loss, gradient or parameter
-  std::string on_divergence = "stop";
-  double rollback_lr_factor = 0.5;
-  index_t max_rollbacks = 3;
-  // self-guided training
-  std::string sgt = "off", sgt_budget = "steps";
-  double sgt_ratio = 0.5;
-  bool sgt_reduce_flop = false;
-  // growth
-  std::vector<std::string> grow;
-  std::string grow_state = "reset", grow_lr = "keep", grow_new_layers = "cancel";
-  double grow_noise = -1;
-  index_t mslt_steps = 0, msg_steps = 0;
-  // sparsity-accelerated training
-  double sat_rate = 0;
-  std::string sat_ladder, sat_score = "activation", sat_aggregate = "l2", sat_select = "sample",
-                          sat_optimizer = "skip";
-  index_t sat_align = 8;
-  int threads = 0;
-  double peak_gflops = 0;
-};
 
 /// Kilobytes of the largest resident set so far (Linux), 0 elsewhere.
 static long peak_rss_kib() {
@@ -107,20 +72,6 @@ static long peak_rss_kib() {
   return 0;
 }
 
-/// Mean validation loss over `batches` batches read from the start of the validation shards.
-template <class Model>
-double evaluate(Model& model, typename Model::Context& ctx, const Options& o, index_t seq,
-                index_t vocab) {
-  DataLoader val(o.val, {.batch_size = o.batch, .seq_len = seq, .vocab_size = vocab});
-  std::vector<std::int32_t> in(o.batch * seq), tgt(o.batch * seq);  // (B, T)
-  const index_t n = std::min(o.eval_batches, val.batches_per_epoch());
-  double sum = 0;
-  for (index_t i = 0; i < n; ++i) {
-    val.next_batch(in, tgt);
-    sum += model.forward(ctx, TokenBatch{in.data(), tgt.data(), o.batch, seq});
-  }
-  return sum / double(n);
-}
 
 /// Self-guided training as the flags ask for it: the schedule over [0, T_g), the run's length,
 /// and whether the extension repeats the earliest data (fixed-FLOPs budget).
@@ -779,126 +730,8 @@ int main(int argc, char** argv) {
   CLI::App app{"train_gpt: train a GPT-style model with structured FFNs on the CPU"};
   Options o;
   GptConfig c;
-  c.n_layer = 6;
-  c.d_model = 384;
-  c.n_head = 6;
-  c.max_seq_len = 256;
-  std::string norm = "layernorm", pos = "learned", act = "gelu", ffn = "dense";
-  double ffn_params = 0;
-
-  app.add_option("--layers", c.n_layer, "transformer layers")->capture_default_str();
-  app.add_option("--d-model", c.d_model, "residual width")->capture_default_str();
-  app.add_option("--heads", c.n_head, "query heads")->capture_default_str();
-  app.add_option("--kv-heads", c.n_kv_head, "key/value heads (grouped-query attention; 0 = heads)");
-  app.add_option("--attn-dim", c.attn_dim, "attention width (0 = d-model)");
-  app.add_option("--ffn-dim", c.ffn_dim, "FFN hidden width (0 = 4 d-model)");
-  app.add_option("--seq-len", c.max_seq_len, "context length T")->capture_default_str();
-  app.add_option("--norm", norm, "layernorm | rmsnorm")->capture_default_str();
-  app.add_option("--pos", pos, "learned | rope")->capture_default_str();
-  app.add_option("--act", act, "gelu | swiglu")->capture_default_str();
-  app.add_option("--ffn", ffn, "dense | lowrank | blockdense | blockshuffle")->capture_default_str();
-  app.add_option("--rank", c.rank, "LowRank / BlockDense rank");
-  app.add_option("--blocks", c.blocks, "BlockDense / BlockShuffle blocks");
-  app.add_option("--ffn-params", ffn_params, "choose rank/blocks as the paper does: 0.63 or 0.32");
-  app.add_option("--moe-experts", c.moe_experts,
-                 "Mixture-of-Experts FFN layers with this many experts (0: none)");
-  app.add_option("--moe-top-k", c.moe_top_k, "experts per token")->capture_default_str();
-  app.add_option("--moe-every", c.moe_every, "every N-th layer is a MoE layer")
-      ->capture_default_str();
-  app.add_option("--moe-ffn-dim", c.moe_ffn_dim, "an expert's hidden width (0 = the FFN width)");
-  std::string gating = "topk_softmax";
-  app.add_option("--moe-gating", gating, "topk_softmax (Mixtral) | softmax_topk (Switch)")
-      ->capture_default_str();
-  app.add_option("--moe-aux-loss", c.moe_aux_loss, "weight of the load-balancing loss")
-      ->capture_default_str();
-  app.add_flag("!--structured-first-ffn", c.dense_first_ffn,
-               "also structure layer 0's FFN (the paper keeps it dense)");
-  app.add_option("--sgt", o.sgt, "self-guided training of the structured FFNs: off | cosine | linear")
-      ->capture_default_str();
-  app.add_option("--sgt-ratio", o.sgt_ratio, "SGT over this fraction of the steps (--sgt-budget steps)")
-      ->capture_default_str();
-  app.add_flag("--sgt-reduce-flop", o.sgt_reduce_flop,
-               "per map and micro-batch, run the guide only with probability alpha");
-  app.add_option("--sgt-budget", o.sgt_budget,
-                 "steps: SGT within --steps; flops: extend the run so its FLOPs equal the dense model's")
-      ->capture_default_str();
-  app.add_option("--grow", o.grow,
-                 "a growth stage STEP:METHOD:key=value,... (repeat for more stages) with METHOD "
-                 "net2net | stackbert | interpolate | mslt | fpi | aki | lemon | msg | ligo | mango and "
-                 "keys d, heads, ffn, layers, rank (e.g. 200:lemon:d=384,heads=6,layers=6; ligo and "
-                 "mango also steps and lr of the operator's training, mango's rank is its ring rank), "
-                 "or upcycle with keys "
-                 "experts, top_k, granularity, every, gating, router, scale (e.g. "
-                 "300:upcycle:experts=8,top_k=2)");
-  app.add_option("--grow-state", o.grow_state,
-                 "optimizer state at growth: reset | carry | duplicate | gradient")
-      ->capture_default_str();
-  app.add_option("--grow-lr", o.grow_lr, "learning rate after growth: keep | rewind | rewarm:N")
-      ->capture_default_str();
-  app.add_option("--grow-noise", o.grow_noise,
-                 "std of the centred split noise that breaks symmetry (default: LEMON 0.02, others 0)");
-  app.add_option("--grow-new-layers", o.grow_new_layers, "LEMON's new layers: cancel | zero_out")
-      ->capture_default_str();
-  app.add_option("--mslt-steps", o.mslt_steps,
-                 "MSLT: steps that only the new layers train (0: half-way to the next stage or the end)");
-  app.add_option("--msg-steps", o.msg_steps,
-                 "MSG: steps over which the masks of new parts rise from 0 to 1 (0: half-way to the "
-                 "next stage or the end)");
-  app.add_option("--sat-rate", o.sat_rate,
-                 "sparsity-accelerated training: omit this fraction of every layer's heads and FFN "
-                 "channels per step (0: off)")->capture_default_str();
-  app.add_option("--sat-ladder", o.sat_ladder,
-                 "t1,t2,K: the rate until step t1, then K stairs down to dense at t2 (default: "
-                 "half-way, 4 stairs, dense at 90% of the steps)");
-  app.add_option("--sat-score", o.sat_score, "neuron importance: activation | magnitude | wanda")
-      ->capture_default_str();
-  app.add_option("--sat-aggregate", o.sat_aggregate, "activation scores over tokens: l2 | max")
-      ->capture_default_str();
-  app.add_option("--sat-select", o.sat_select, "sample (in proportion to the scores) | topk")
-      ->capture_default_str();
-  app.add_option("--sat-align", o.sat_align, "kept FFN channels: a multiple of this")
-      ->capture_default_str();
-  app.add_option("--sat-optimizer", o.sat_optimizer,
-                 "omitted parameters: skip (values and moments untouched) | step (AdamW on a zero "
-                 "gradient)")->capture_default_str();
-  app.add_option("--batch,-b", o.batch, "sequences per micro-batch")->capture_default_str();
-  app.add_option("--grad-accum", o.grad_accum, "micro-batches per step and rank")->capture_default_str();
-  app.add_option("--total-batch-tokens,-d", o.total_batch_tokens,
-                 "tokens per step over all ranks; sets --grad-accum to it / (ranks x batch x seq-len)");
-  app.add_option("--steps,-x", o.steps, "optimizer steps")->capture_default_str();
-  app.add_option("--lr,-l", o.lr, "peak learning rate")->capture_default_str();
-  app.add_option("--warmup,-u", o.warmup, "warm-up steps")->capture_default_str();
-  app.add_option("--min-lr-fraction,-q", o.min_lr_fraction, "final lr / peak lr")->capture_default_str();
-  app.add_option("--weight-decay,-c", o.weight_decay, "AdamW weight decay (matrices only)")->capture_default_str();
-  app.add_option("--beta2", o.beta2, "AdamW beta2 (the paper: 0.999)")->capture_default_str();
-  app.add_option("--clip", o.clip, "clip the global gradient norm to this (0: off)")->capture_default_str();
-  app.add_option("--train,-i", o.train, "training shards (glob)")->capture_default_str();
-  app.add_option("--val,-j", o.val, "validation shards (glob)")->capture_default_str();
-  app.add_option("--tokenizer", o.tokenizer, "byte, or a folder with encoder.json and vocab.bpe")->capture_default_str();
-  app.add_flag("--shuffle", o.shuffle, "visit training windows in a seeded random order");
-  app.add_option("--out,-o", o.out, "run folder: checkpoints, metrics.csv, main.log")->capture_default_str();
-  app.add_option("--eval-every,-v", o.eval_every, "validate every N steps (0: at the end only)")->capture_default_str();
-  app.add_option("--eval-batches,-m", o.eval_batches, "validation batches")->capture_default_str();
-  app.add_option("--ckpt-every,-n", o.ckpt_every, "checkpoint every N steps (and at the end)")->capture_default_str();
-  app.add_option("--keep-ckpts", o.keep_ckpts, "checkpoints kept")->capture_default_str();
-  app.add_flag("--resume,-y", o.resume, "continue from the newest checkpoint in --out");
-  app.add_option("--on-divergence", o.on_divergence,
-                 "a non-finite loss, gradient or parameter: stop (naming the step and the first "
-                 "non-finite tensor; the checkpoints stay) | rollback (to the last checkpoint, "
-                 "with the learning rate times --rollback-lr-factor)")->capture_default_str();
-  app.add_option("--rollback-lr-factor", o.rollback_lr_factor,
-                 "learning-rate factor of every rollback")->capture_default_str();
-  app.add_option("--max-rollbacks", o.max_rollbacks, "rollbacks before the run stops")
-      ->capture_default_str();
-  app.add_option("--stop-after", o.stop_after, "leave after N steps of this run (resume later)");
-  app.add_option("--init-from,-e", o.init_from, "start from GPT-2 weights: llm.c .bin or Hugging Face folder");
-  app.add_option("--export-hf", o.export_hf,
-                 "write a Hugging Face GPT-2 folder at the end (structured FFNs merged to dense)");
-  app.add_option("--sample-tokens,-g", o.sample_tokens, "tokens to generate at the end")->capture_default_str();
-  app.add_option("--prompt", o.prompt, "prompt of the final sample")->capture_default_str();
-  app.add_option("--seed", o.seed, "initialisation, shuffling and sampling seed")->capture_default_str();
-  app.add_option("--threads", o.threads, "OpenMP threads (0: all)");
-  app.add_option("--peak-gflops", o.peak_gflops, "this machine's peak, to print utilisation");
+  ModelFlags flags;
+  add_train_options(app, o, c, flags);
   CLI11_PARSE(app, argc, argv);
 
   std::unique_ptr<Communicator> comm;
@@ -908,19 +741,7 @@ int main(int argc, char** argv) {
     if (!comm->is_root() && !std::freopen("/dev/null", "w", stdout))  // rank 0 alone prints
       detail::fail("cannot silence the standard output of rank ", comm->rank());
     set_threads(o.threads);
-    c.norm = parse_norm(norm);
-    c.pos = parse_pos(pos);
-    c.act = parse_act(act);
-    c.ffn = parse_ffn(ffn);
-    c.moe_gating = parse_gating(gating);
-    if (ffn_params > 0) set_ffn_params_fraction(c, ffn_params);
-    const bool needs_rank = c.ffn == FfnKind::lowrank || c.ffn == FfnKind::blockdense;
-    const bool needs_blocks = c.ffn == FfnKind::blockdense || c.ffn == FfnKind::blockshuffle;
-    BONSAI_CHECK((!needs_rank || c.rank > 0) && (!needs_blocks || c.blocks > 0), "--ffn ", ffn,
-                 " needs ", needs_rank ? "--rank R" : "", needs_rank && needs_blocks ? " and " : "",
-                 needs_blocks ? "--blocks B" : "", ", or --ffn-params 0.63 | 0.32 to choose them");
-    c.vocab_size = load_tokenizer(o.tokenizer)->vocab_size();
-    c.validate();
+    finish_config(c, flags, o);
     // The closed switch: everything below train<Map> is statically typed.
     return with_ffn_structure<float>(c, [&](auto map) {
       return train<typename decltype(map)::type>(o, c, *comm);

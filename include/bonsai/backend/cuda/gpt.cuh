@@ -120,6 +120,8 @@ class Gpt {
     norm_forward(m_final, top, xf, ctx.ln_f);
     const auto logits = ctx.logits.matrix(n, v);  // (N, V)
     gemm<T>(1.0f, cview(xf), Op::N, cview(wte()), Op::T, 0.0f, logits);
+    BONSAI_CHECK(b.targets || grad_scale <= 0.0f, "cuda::Gpt::forward: gradients need targets, and the "
+                 "batch has none");
     if (!b.targets) return std::nan("");
 
     index_t valid = 0;

@@ -1,0 +1,269 @@
+// train_gpt_cuda — train a GPT-style language model on one NVIDIA GPU with train_gpt's flags.
+//
+//   build/cuda/examples/train_gpt_cuda --train "data/brown/gpt2/train_*.bin" \
+//       --val "data/brown/gpt2/val_*.bin" --tokenizer data/gpt2 --ffn lowrank --ffn-params 0.32
+//
+// The model is cuda::Gpt in bf16 (--precision fp32 for exact float math) with fp32 master
+// weights and AdamW moments on the device; everything else is train_gpt's: llm.c token shards,
+// warm-up + cosine, global-norm clipping, gradient accumulation, validation, metrics.csv and
+// main.log, atomic safetensors checkpoints, --resume, --init-from, --export-hf and a sample at
+// the end. Checkpoints hold the fp32 master weights in the CPU model's layout, so a run started
+// here resumes in train_gpt and the other way round (with the same micro-batches per step).
+// Self-guided training, growth, sparsity-accelerated training, Mixture-of-Experts layers,
+// --on-divergence rollback and data parallelism are CPU-only for now: their flags are rejected
+// with a sentence. A non-finite loss, gradient or parameter stops the run, as in train_gpt.
+#include <CLI/CLI.hpp>
+#include <fmt/core.h>
+
+#include <bonsai/cuda.hpp>
+#include <bonsai/nn/sampling.hpp>
+#include <bonsai/train/adamw.hpp>
+#include <bonsai/train/checkpoint.hpp>
+#include <bonsai/train/divergence.hpp>
+#include <bonsai/train/gpt2_io.hpp>
+#include <bonsai/train/gpt_config_json.hpp>
+#include <bonsai/train/grad_clip.hpp>
+#include <bonsai/train/lr_schedule.hpp>
+#include <bonsai/train/metrics.hpp>
+#include <bonsai/nn/premerge.hpp>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <optional>
+
+#include "train_options.hpp"
+
+namespace bonsai {
+namespace {
+
+namespace fs = std::filesystem;
+
+/// The flags only train_gpt implements, each with the value that means "off".
+void reject_cpu_only(const Options& o, const GptConfig& c) {
+  const auto refuse = [](bool used, const char* what) {
+    BONSAI_CHECK(!used, "train_gpt_cuda: ", what, " runs on the CPU only for now; use train_gpt");
+  };
+  refuse(o.sgt != "off", "--sgt (self-guided training)");
+  refuse(!o.grow.empty(), "--grow (model growth)");
+  refuse(o.sat_rate > 0 || !o.sat_ladder.empty(), "--sat-rate (sparsity-accelerated training)");
+  refuse(c.moe_experts > 0, "--moe-experts (Mixture-of-Experts layers)");
+  refuse(o.on_divergence != "stop", "--on-divergence rollback");
+  const char* size = std::getenv("OMPI_COMM_WORLD_SIZE");
+  if (!size) size = std::getenv("PMI_SIZE");
+  refuse(size && std::string_view(size) != "1", "data-parallel training under mpirun");
+}
+
+template <class Map, class T>
+int train(const Options& o, GptConfig config) {
+  using Model = cuda::Gpt<Map, T>;
+  const auto tokenizer = load_tokenizer(o.tokenizer);
+  const index_t B = o.batch, Tlen = config.max_seq_len;
+  index_t accum = o.grad_accum;
+  if (o.total_batch_tokens > 0) {
+    BONSAI_CHECK(o.total_batch_tokens % (B * Tlen) == 0, "--total-batch-tokens ", o.total_batch_tokens,
+                 " is not a multiple of --batch x --seq-len = ", B * Tlen);
+    accum = o.total_batch_tokens / (B * Tlen);
+  }
+  BONSAI_CHECK(o.total_batch_tokens >= 0 && accum >= 1, "--grad-accum must be at least 1 and "
+               "--total-batch-tokens not negative, got ", o.grad_accum, " and ", o.total_batch_tokens);
+
+  // ---- model and optimizer: initialised (or imported) on the host, then uploaded --------------
+  std::optional<ImportedModel> imported;
+  if (!o.init_from.empty()) {
+    const bool llmc = fs::path(o.init_from).extension() == ".bin";
+    imported = llmc ? import_llmc(o.init_from) : import_hf(o.init_from);
+    imported->config.max_seq_len = std::min(imported->config.max_seq_len, Tlen);
+    config = imported->config;
+  }
+  Rng init_rng(o.seed);
+  Model model(config, init_rng);
+  auto& host = model.host();  // layout, and the staging copy of checkpoints
+  if (imported) {
+    copy_into(host.arena(), imported->tensors, o.init_from);
+    model.upload();
+  }
+  const AdamWConfig adamw{.beta1 = o.beta1, .beta2 = o.beta2, .weight_decay = o.weight_decay};
+  AdamW<float> host_opt(host.arena(), adamw);  // the moments as checkpoints hold them
+  cuda::AdamW opt(host.arena(), adamw);
+  const auto schedule = LrSchedule::cosine(o.lr, o.warmup, o.steps, o.min_lr_fraction);
+  DataLoader loader(o.train, {.batch_size = B, .seq_len = Tlen, .world = int(accum), .shuffle = o.shuffle,
+                              .seed = o.seed, .vocab_size = config.vocab_size});
+  const nlohmann::json config_json = gpt_config_to_json(config);
+  double train_flops = 0;
+
+  // ---- checkpoints: the host model and moments after a download --------------------------------
+  const auto host_moments = [&] {
+    return std::pair{std::span<float>(host_opt.m().data(), std::size_t(host_opt.size())),
+                     std::span<float>(host_opt.v().data(), std::size_t(host_opt.size()))};
+  };
+  const auto save = [&](index_t step) {
+    model.download();
+    opt.download(host_opt);
+    const nlohmann::json state = {{"step", step}, {"adamw_step", host_opt.step_count()},
+                                  {"loader", loader.state()}, {"seed", o.seed}, {"train_flops", train_flops}};
+    const auto [m, v] = host_moments();
+    save_checkpoint<float>(o.out, step, host.arena(), m, v, state, config_json);
+    prune_checkpoints(o.out, o.keep_ckpts);
+  };
+  index_t start = 0;
+  if (o.resume) {
+    if (const auto dir = latest_checkpoint(o.out)) {
+      const auto [m, v] = host_moments();
+      const CheckpointState st = load_checkpoint<float>(*dir, host.arena(), m, v);
+      BONSAI_CHECK(st.config == config_json, "--resume: ", dir->string(),
+                   " was written by a different model configuration");
+      const nlohmann::json& ts = st.trainer_state;
+      for (const char* key : {"sgt", "growth", "sat"})
+        BONSAI_CHECK(!ts.contains(key), "--resume: ", dir->string(), " was written with --", key,
+                     " settings, which train_gpt_cuda does not run; resume it with train_gpt");
+      host_opt.set_step_count(ts.at("adamw_step").get<std::int64_t>());
+      const auto position = ts.at("loader").get<DataLoaderState>();
+      BONSAI_CHECK(position.world == accum, "--resume: ", dir->string(), " was written by a run of ",
+                   position.world, " micro-batches per step; this one runs ", accum);
+      loader.restore(position);
+      train_flops = ts.value("train_flops", 0.0);
+      start = ts.at("step").get<index_t>();
+      model.upload();
+      opt.upload(host_opt);
+      fmt::print("resumed from {} at step {}\n", dir->string(), start);
+    } else {
+      fmt::print("--resume: no checkpoint in {}, starting afresh\n", o.out);
+    }
+  }
+
+  cudaDeviceProp prop{};
+  BONSAI_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+  fmt::print("model: {} layers, d_model {}, {} heads ({} kv), FFN {} {} (rank {}, blocks {}), {:.2f}M parameters, "
+             "{:.2f} GFLOP per step\n",
+             config.n_layer, config.d_model, config.n_head, config.kv_heads(), to_string(config.ffn),
+             config.ffn_width(), config.rank, config.blocks, double(model.param_count()) * 1e-6,
+             double(model.training_flops(B, Tlen)) * double(accum) * 1e-9);
+  fmt::print("data: {} ({} batches of {}x{} per epoch), tokenizer {} (vocab {}), GPU {} in {}\n", o.train,
+             loader.batches_per_epoch(), B, Tlen, tokenizer->name(), tokenizer->vocab_size(), prop.name,
+             std::is_same_v<T, float> ? "fp32" : "bf16 (fp32 master weights)");
+
+  // ---- training loop -------------------------------------------------------------------------
+  MetricsLog log(o.out, o.resume ? start - 1 : -1);
+  ConsoleReporter console(o.steps);
+  typename Model::Context ctx;
+  cuda::GradNormState norm_state;
+  std::vector<std::int32_t> in(B * Tlen), tgt(B * Tlen);  // (B, T)
+  const index_t end = o.stop_after > 0 ? std::min(o.steps, start + o.stop_after) : o.steps;
+  double tokens_per_s = 0, val_loss = std::nan("");
+  const auto validate = [&] {
+    typename Model::Context eval_ctx;
+    return evaluate(model, eval_ctx, o, Tlen, config.vocab_size);
+  };
+  for (index_t step = start; step < end; ++step) {
+    const auto t0 = std::chrono::steady_clock::now();
+    double loss = 0;
+    model.zero_grads();  // micro-batches add their gradients in place
+    for (index_t micro = 0; micro < accum; ++micro) {
+      loader.read_slice(std::span<std::int32_t>(in.data(), in.size()), std::span<std::int32_t>(tgt.data(), tgt.size()),
+                        micro);
+      loss += model.forward(ctx, TokenBatch{in.data(), tgt.data(), B, Tlen}, 1.0f / float(accum));
+      model.backward(ctx);
+    }
+    loader.next_window();
+    loss /= double(accum);
+    const double norm = cuda::grad_norm(model.grads(), norm_state);
+    const double lr = schedule.at(step);
+    bool finite = std::isfinite(loss) && std::isfinite(norm);
+    if (finite) {
+      opt.step(model.master(), model.params(), VectorView<const T, Device>(model.grads().data(), {model.size()}), lr,
+               clip_scale(norm, o.clip));
+      finite = std::isfinite(cuda::grad_norm(model.master(), norm_state));  // an update can overflow
+    }
+    if (!finite) {
+      console.clear();
+      model.download();
+      const auto dir = latest_checkpoint(o.out);
+      detail::fail(divergence_report(step, loss, norm, first_non_finite(host.arena())), "; training diverged. ",
+                   dir ? fmt::format("The last good checkpoint is {}; resume from it with a lower --lr", dir->string())
+                       : std::string("No checkpoint was written (--ckpt-every)"));
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double step_flops = double(model.training_flops(B, Tlen)) * double(accum);
+    train_flops += step_flops;
+    tokens_per_s = double(B * Tlen * accum) / seconds;
+    const double gflops = step_flops / seconds * 1e-9;
+    const StepMetrics m{.step = step, .loss = loss, .lr = lr, .grad_norm = norm, .ms = seconds * 1e3,
+                        .tokens_per_s = tokens_per_s, .gflops = gflops,
+                        .mfu = o.peak_gflops > 0 ? 100.0 * gflops / o.peak_gflops : StepMetrics::none,
+                        .train_flops = train_flops};
+    log.log_train(m);
+    console.train(m);
+    const index_t done = step + 1;
+    if ((o.eval_every > 0 && done % o.eval_every == 0) || done == o.steps) {
+      val_loss = validate();
+      log.log_val(done, val_loss, train_flops);
+      console.val(done, val_loss);
+    }
+    if ((o.ckpt_every > 0 && done % o.ckpt_every == 0) || done == end) save(done);
+  }
+  console.clear();
+
+  // ---- results: sampled and exported from the host copy of the trained weights ----------------
+  if (end < o.steps) {
+    fmt::print("stopped after step {} of {}; continue with --resume\n", end, o.steps);
+    return 0;
+  }
+  if (std::isnan(val_loss) && o.steps > start) val_loss = validate();
+  if (!std::isnan(val_loss)) fmt::print("validation loss {:.4f}, perplexity {:.2f}\n", val_loss, std::exp(val_loss));
+  std::size_t free_bytes = 0, total_bytes = 0;
+  BONSAI_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  fmt::print("training FLOPs {:.4e}, last step {:.0f} tokens/s, GPU memory in use {:.0f} MiB\n", train_flops,
+             tokens_per_s, double(total_bytes - free_bytes) / (1024.0 * 1024.0));
+  model.download();
+  if (o.sample_tokens > 0) {
+    Rng rng(o.seed);
+    const auto prompt = tokenizer->encode(o.prompt);
+    fmt::print("sample: {}", o.prompt);
+    generate(host, std::span<const std::int32_t>(prompt.data(), prompt.size()),
+             {.max_new_tokens = o.sample_tokens, .temperature = 0.8, .top_k = 40, .stop_token = tokenizer->eot_token()},
+             rng, [&](std::int32_t id) { fmt::print("{}", tokenizer->decode_token(id)); std::fflush(stdout); });
+    fmt::print("\n");
+  }
+  if (!o.export_hf.empty()) {
+    const auto tokenizer_dir = o.tokenizer == "byte" ? std::optional<fs::path>{} : fs::path(o.tokenizer);
+    if constexpr (std::is_same_v<Map, Dense<float>>) {
+      export_hf(o.export_hf, config, host.arena(), tokenizer_dir);
+    } else {
+      auto dense = merged_dense(host);  // structured FFNs multiplied out: a dense GPT-2
+      export_hf(o.export_hf, dense.config(), dense.arena(), tokenizer_dir);
+    }
+    fmt::print("exported Hugging Face GPT-2 folder {}\n", o.export_hf);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace bonsai
+
+int main(int argc, char** argv) {
+  using namespace bonsai;
+  CLI::App app{"train_gpt_cuda: train a GPT-style model with structured FFNs on one NVIDIA GPU"};
+  Options o;
+  GptConfig c;
+  ModelFlags flags;
+  add_train_options(app, o, c, flags);
+  std::string precision = "bf16";
+  app.add_option("--precision", precision, "bf16 (fp32 master weights) | fp32 | tf32")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  try {
+    finish_config(c, flags, o);
+    reject_cpu_only(o, c);
+    BONSAI_CHECK(precision == "bf16" || precision == "fp32" || precision == "tf32",
+                 "--precision: expected bf16, fp32 or tf32, got '", precision, "'");
+    BONSAI_CHECK(bonsai::cuda::available(), "train_gpt_cuda: no CUDA device is visible (train_gpt trains on the CPU)");
+    set_threads(o.threads);  // the host side: sampling, export, checkpoint conversion
+    if (precision == "tf32") bonsai::cuda::set_math(bonsai::cuda::Math::tf32);
+    return with_ffn_structure<float>(c, [&](auto map) {
+      using Map = typename decltype(map)::type;
+      return precision == "bf16" ? train<Map, bf16>(o, c) : train<Map, float>(o, c);
+    });
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "train_gpt_cuda: {}\n", e.what());
+    return 1;
+  }
+}
