@@ -8,7 +8,8 @@
 #
 # --prebuilt DIR  run test_cuda_* and bench_cuda_* found in DIR instead of building (for a GPU
 #                 machine without the build dependencies; build with `cmake --preset cuda
-#                 -DBONSAI_MARCH_NATIVE=OFF` and `--target bonsai_cuda_all` elsewhere).
+#                 -DBONSAI_MARCH_NATIVE=OFF` and `--target bonsai_cuda_all prepare_data train_gpt`
+#                 elsewhere); train_gpt_cuda, train_gpt and prepare_data in DIR are compared too.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -22,7 +23,7 @@ while [[ $# -gt 0 ]]; do
     --dims) dims="$2"; shift 2 ;;
     --bench-filter) filter="$2"; shift 2 ;;
     --bench-args) bench_args="$2"; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -34,9 +35,11 @@ if [[ -n "$prebuilt" ]]; then
   mapfile -t bin_tests < <(find "$prebuilt" -maxdepth 1 -type f \( -name 'test_cuda_*' -o -name 'test_mpi_nccl_*' \) -perm -u+x | sort)
   mapfile -t bin_benches < <(find "$prebuilt" -maxdepth 1 -type f -name 'bench_cuda_*' -perm -u+x | sort)
   export LD_LIBRARY_PATH="$prebuilt${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  examples="$prebuilt"
 else
   cmake --preset cuda
-  cmake --build build/cuda --target bonsai_cuda_all --parallel "$(nproc)"
+  cmake --build build/cuda --target bonsai_cuda_all prepare_data train_gpt --parallel "$(nproc)"
+  examples=build/cuda/examples
   # test_mpi_nccl_* (built when MPI and NCCL are found) runs as a single rank without mpirun.
   mapfile -t bin_tests < <(find build/cuda/tests -maxdepth 2 -type f \( -name 'test_cuda_*' -o -name 'test_mpi_nccl_*' \) -perm -u+x | sort)
   mapfile -t bin_benches < <(find build/cuda/bench -maxdepth 2 -type f -name 'bench_cuda_*' -perm -u+x | sort)
@@ -49,6 +52,16 @@ for t in "${bin_tests[@]}"; do
   echo "== $(basename "$t")" | tee -a "$out/tests.txt"
   if ! "$t" 2>&1 | tee -a "$out/tests.txt" | tail -4; then status=1; fi
 done
+
+# train_gpt_cuda against train_gpt (fp32 losses step by step, checkpoints resumed across them, bf16).
+if [[ -x "$examples/train_gpt_cuda" && -x "$examples/train_gpt" && -x "$examples/prepare_data" ]]; then
+  echo "== train_gpt_cuda against train_gpt" | tee -a "$out/tests.txt"
+  if ! python3 tests/cuda/check_trainer.py "$examples/prepare_data" "$examples/train_gpt" \
+      "$examples/train_gpt_cuda" README.md "$out/trainer" 2>&1 | tee -a "$out/tests.txt"; then status=1; fi
+else
+  echo "== train_gpt_cuda against train_gpt: skipped (no train_gpt_cuda, train_gpt and prepare_data in $examples)" \
+    | tee -a "$out/tests.txt"
+fi
 
 for b in "${bin_benches[@]}"; do
   name=$(basename "$b")
