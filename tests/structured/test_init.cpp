@@ -26,7 +26,8 @@ TEST_CASE("init_svd gives the best rank-R approximation of the dense draw, balan
   Matrix<double> w0(m, n);
   for (index_t i = 0; i < m; ++i)
     for (index_t j = 0; j < n; ++j) w0(i, j) = again.normal(0.0, 0.02);
-  Eigen::BDCSVD<EigenRowMajor<double>> svd(as_eigen(w0), Eigen::ComputeThinU | Eigen::ComputeThinV);
+  // The oracle: Jacobi SVD, another algorithm than the initialiser's BDCSVD.
+  Eigen::JacobiSVD<EigenRowMajor<double>> svd(as_eigen(w0), Eigen::ComputeThinU | Eigen::ComputeThinV);
   const EigenRowMajor<double> best = svd.matrixU().leftCols(r) * svd.singularValues().head(r).asDiagonal() *
                                      svd.matrixV().leftCols(r).transpose();
   CHECK(test::rel_error(as_eigen(f.map.to_dense()), best) < 1e-12);

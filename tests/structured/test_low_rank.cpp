@@ -50,7 +50,7 @@ TEST_CASE("LowRank with full rank represents any matrix") {
   const index_t n = 9, m = 6;
   auto w = test::random_matrix<double>(m, n, rng);
   Owned f(LowRank<double>(n, m, std::min(n, m)));
-  Eigen::BDCSVD<EigenRowMajor<double>> svd(as_eigen(w), Eigen::ComputeThinU | Eigen::ComputeThinV);
+  Eigen::JacobiSVD<EigenRowMajor<double>> svd(as_eigen(w), Eigen::ComputeThinU | Eigen::ComputeThinV);
   const auto root = svd.singularValues().cwiseSqrt().asDiagonal();
   as_eigen(f.map.v()) = root * svd.matrixV().transpose();
   as_eigen(f.map.u()) = svd.matrixU() * root;

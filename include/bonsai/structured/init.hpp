@@ -38,12 +38,28 @@ void fill_normal_matrix(const MatrixView<T, Host>& a, Rng& rng, double stddev) {
     for (index_t j = 0; j < a.cols(); ++j) a(i, j) = static_cast<T>(rng.normal(0.0, stddev));
 }
 
+// The two functions below are bonsai's only uses of Eigen's SVD, by far its costliest template
+// to compile (about 30 s and 1.2 GB per scalar type at -O3). They are out-of-line templates, so
+// a program can compile them once: BONSAI_KERNEL_INSTANCES in bonsai/instances.hpp.
+
 /// A <- P Q^T where A = P S Q^T (thin SVD): the nearest matrix with orthonormal rows or columns.
 template <class T>
 void to_polar_factor(const MatrixView<T, Host>& a) {
   auto e = as_eigen(a);
   Eigen::BDCSVD<EigenRowMajor<T>> svd(e, Eigen::ComputeThinU | Eigen::ComputeThinV);
   e = svd.matrixU() * svd.matrixV().transpose();
+}
+
+/// V = sqrt(S_R) Q_R^T (R, in) and U = P_R sqrt(S_R) (out, R) from W0 = P S Q^T (out, in): U V
+/// is the best rank-R approximation of W0, with U and V sharing its singular values evenly.
+template <class T>
+void balanced_svd_factors(const MatrixView<const T, Host>& w0, const MatrixView<T, Host>& u,
+                          const MatrixView<T, Host>& v) {
+  Eigen::BDCSVD<EigenRowMajor<T>> svd(as_eigen(w0), Eigen::ComputeThinU | Eigen::ComputeThinV);
+  const index_t r = v.rows();
+  const auto root = svd.singularValues().head(r).cwiseSqrt().asDiagonal();
+  as_eigen(v) = root * svd.matrixV().leftCols(r).transpose();  // (R, in)
+  as_eigen(u) = svd.matrixU().leftCols(r) * root;              // (out, R)
 }
 
 template <class T>
@@ -104,11 +120,7 @@ void init_svd(const LowRank<T, I, O>& f, Rng& rng, double stddev = default_init_
   detail::require_bound(f, "initialiser");
   Matrix<T> w0(f.out_features(), f.in_features());  // (out, in)
   detail::fill_normal_matrix(w0.view(), rng, stddev);
-  Eigen::BDCSVD<EigenRowMajor<T>> svd(as_eigen(w0), Eigen::ComputeThinU | Eigen::ComputeThinV);
-  const index_t r = f.rank();
-  const auto root = svd.singularValues().head(r).cwiseSqrt().asDiagonal();
-  as_eigen(f.v()) = root * svd.matrixV().leftCols(r).transpose();  // (R, in)
-  as_eigen(f.u()) = svd.matrixU().leftCols(r) * root;              // (out, R)
+  detail::balanced_svd_factors<T>(MatrixView<const T, Host>(w0.view()), f.u(), f.v());
 }
 
 // ---- init_ortho ----------------------------------------------------------------------------

@@ -1,0 +1,4 @@
+// Eigen's SVD for the double initialisers (instances/extern.hpp).
+#include "extern.hpp"
+
+BONSAI_SVD_INSTANCES(, double)
