@@ -1,10 +1,28 @@
 // instances/extern.hpp — the instantiations bonsai's own tests, benchmarks and examples compile
 // once, in this folder's library (bonsai_instances), instead of in every translation unit that
 // uses them. CMake force-includes this header in every C++ source that links bonsai_instances;
-// each .cpp file here defines one group. docs/compile_times.md shows the same pattern for a
-// program of your own.
+// each .cpp file here defines one group, so the groups build in parallel. docs/compile_times.md
+// shows the same pattern for a program of your own.
 #pragma once
 
 #include <bonsai/instances.hpp>
 
 BONSAI_KERNEL_INSTANCES(extern)
+
+// The models of each FFN structure: plain and self-guided (SGT); structured ones also pre-merged
+// (decoding). One file here per structure and scalar type.
+#define BONSAI_PROJECT_MODELS(EXTERN, Map) \
+  BONSAI_GPT_INSTANCES(EXTERN, Map)        \
+  BONSAI_GPT_INSTANCES(EXTERN, bonsai::SelfGuided<Map>)
+#define BONSAI_PROJECT_STRUCTURED_MODELS(EXTERN, Map) \
+  BONSAI_PROJECT_MODELS(EXTERN, Map)                  \
+  BONSAI_DECODER_INSTANCES(EXTERN, bonsai::PreMerged<Map>)
+
+BONSAI_PROJECT_MODELS(extern, bonsai::Dense<float>)
+BONSAI_PROJECT_STRUCTURED_MODELS(extern, bonsai::LowRank<float>)
+BONSAI_PROJECT_STRUCTURED_MODELS(extern, bonsai::BlockDense<float>)
+BONSAI_PROJECT_STRUCTURED_MODELS(extern, bonsai::BlockShuffle<float>)
+BONSAI_PROJECT_MODELS(extern, bonsai::Dense<double>)
+BONSAI_PROJECT_STRUCTURED_MODELS(extern, bonsai::LowRank<double>)
+BONSAI_PROJECT_STRUCTURED_MODELS(extern, bonsai::BlockDense<double>)
+BONSAI_PROJECT_STRUCTURED_MODELS(extern, bonsai::BlockShuffle<double>)

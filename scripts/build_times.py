@@ -51,6 +51,16 @@ def read_ninja_log(folder):
     return times
 
 
+def current_outputs(folder):
+    """The outputs of the folder's build.ninja (None when ninja cannot say)."""
+    try:
+        listing = subprocess.run(["ninja", "-C", folder, "-t", "targets", "all"], check=True,
+                                 capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return {line.rsplit(":", 1)[0] for line in listing.splitlines()}
+
+
 def read_memory_log(folder):
     peaks = {}
     path = os.path.join(folder, "tu_memory.log")
@@ -74,7 +84,10 @@ def main():
 
     times = read_ninja_log(args.folder)
     peaks = read_memory_log(args.folder)
-    units = {o: t for o, t in times.items() if o.endswith(".o")}
+    # Objects the build files still name (the log also remembers outputs no longer built).
+    current = current_outputs(args.folder)
+    units = {o: t for o, t in times.items()
+             if o.endswith(".o") and (current is None or o in current)}
     if not units:
         sys.exit(f"build_times: no object files in {args.folder}/.ninja_log")
     rows = sorted(units.items(), key=lambda kv: -kv[1])

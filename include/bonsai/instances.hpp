@@ -2,7 +2,7 @@
 // compile each once instead of in every translation unit that uses it (docs/compile_times.md).
 // In a header that every source of the program includes:
 //     BONSAI_KERNEL_INSTANCES(extern)              // the SVD of the initialisers, Eigen's GEMM
-//     BONSAI_GPT_INSTANCES(extern, bonsai::LowRank<float>)   // one line per FFN structure used
+//     BONSAI_GPT_INSTANCES(extern, bonsai::LowRank<float>)   // one line per model type used
 // and in exactly one .cpp file each, after that header:
 //     BONSAI_KERNEL_INSTANCES()             // or its parts, in several files that build in parallel
 //     BONSAI_GPT_INSTANCES(, bonsai::LowRank<float>)
@@ -14,6 +14,8 @@
 
 #include "backend/cpu/gemm.hpp"
 #include "core/eigen.hpp"
+#include "nn/gpt.hpp"
+#include "nn/premerge.hpp"
 #include "structured/init.hpp"
 
 /// Both SVD initialisers (structured/init.hpp) for scalar type T: Eigen's BDCSVD, about 30 s
@@ -39,3 +41,22 @@
   BONSAI_SVD_INSTANCES(EXTERN, double)                                                            \
   BONSAI_GEMM_INSTANCES(EXTERN, float)                                                            \
   BONSAI_GEMM_INSTANCES(EXTERN, double)
+
+/// The model Gpt<Map, Map> (nn/gpt.hpp): its constructor, init, forward, backward and decode,
+/// with every layer they run (about 8 s of compilation each). Map may be any trainable FFN map,
+/// e.g. bonsai::LowRank<float> or bonsai::SelfGuided<bonsai::LowRank<float>> (SGT's model).
+#define BONSAI_GPT_INSTANCES(EXTERN, Map) EXTERN template class ::bonsai::Gpt<Map, Map>;
+
+/// The decoding members of a model that is not trained, such as the pre-merged
+/// Gpt<PreMerged<S>, PreMerged<S>> (nn/premerge.hpp), whose init and backward do not exist:
+/// its constructor, forward and decode.
+#define BONSAI_DECODER_INSTANCES(EXTERN, Map)                                                     \
+  EXTERN template ::bonsai::Gpt<Map, Map>::Gpt(const ::bonsai::GptConfig&);                       \
+  EXTERN template double ::bonsai::Gpt<Map, Map>::forward(                                        \
+      ::bonsai::Gpt<Map, Map>::Context&, const ::bonsai::TokenBatch&, ::bonsai::scalar_of<Map>,   \
+      std::span<const ::bonsai::LayerKept>);                                                      \
+  EXTERN template auto ::bonsai::Gpt<Map, Map>::make_decode_state(::bonsai::index_t) const        \
+      -> DecodeState;                                                                             \
+  EXTERN template auto ::bonsai::Gpt<Map, Map>::decode(DecodeState&, const std::int32_t*,         \
+                                                       ::bonsai::index_t, ::bonsai::index_t)      \
+      -> ::bonsai::MatrixView<::bonsai::scalar_of<Map>, ::bonsai::Host>;

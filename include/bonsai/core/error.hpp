@@ -3,10 +3,12 @@
 // input features".
 #pragma once
 
+#include <initializer_list>
 #include <span>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "../config.hpp"
@@ -44,11 +46,30 @@ inline std::string shape_string(std::span<const index_t> dims) {
   return s + ")";
 }
 
-template <class... Parts>
-[[noreturn]] void fail(Parts&&... parts) {
+/// One part of an error message as text: strings as they are, anything else as a stream
+/// prints it.
+inline std::string message_part(std::string_view s) { return std::string(s); }
+inline std::string message_part(const char* s) { return s; }
+inline std::string message_part(const std::string& s) { return s; }
+template <class T>
+std::string message_part(const T& value) {
   std::ostringstream os;
-  (os << ... << std::forward<Parts>(parts));
-  throw Error(os.str());
+  os << value;
+  return os.str();
+}
+
+/// Throws Error with the parts joined (one out-of-line function for every message).
+[[noreturn, gnu::noinline]] inline void throw_error(std::initializer_list<std::string> parts) {
+  std::string message;
+  for (const std::string& p : parts) message += p;
+  throw Error(message);
+}
+
+/// Throws Error with the message parts; arguments are taken by value, so that string literals
+/// of every length share one instantiation per argument pattern.
+template <class... Parts>
+[[noreturn]] void fail(Parts... parts) {
+  throw_error({message_part(parts)...});
 }
 
 /// `static_assert(dependent_false<T>, "...")` fails only when the template is instantiated.

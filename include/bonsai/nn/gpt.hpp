@@ -54,49 +54,12 @@ class Gpt {
     bool has_grad = false;
   };
 
-  explicit Gpt(const GptConfig& config)
-      : m_config((config.validate(), config)),
-        m_embed(config.vocab_size, config.d_model, config.max_seq_len,
-                config.pos == PosKind::learned),
-        m_ln_f(config.norm, config.d_model, config.norm_eps) {
-    const index_t d = config.d_model, f = config.ffn_width();
-    m_embed.declare(m_arena);
-    // Layer l's FFN with maps U, D: an Mlp, or E experts of the MoE width.
-    auto ffn = [&]<class U, class D>(index_t l, U up, D down) {
-      using B = Block<U, D>;
-      if (!config.moe_layer(l))
-        return B(config, typename B::MlpType(std::move(up), std::move(down), config.act));
-      return B(config, typename B::MoeType(std::move(up), std::move(down), config.act,
-                                           config.moe_experts, config.moe_top_k,
-                                           config.moe_gating));
-    };
-    for (index_t l = 0; l < config.n_layer; ++l) {
-      const std::string prefix = layer_param_name(l, "");
-      const index_t h = config.moe_layer(l) ? config.moe_hidden() : f;
-      if (l == 0 && has_dense_first()) {
-        m_first.emplace(ffn(l, Dense<T>(d, h), Dense<T>(h, d)));
-        m_first->declare(m_arena, prefix);
-      } else {
-        m_blocks.push_back(
-            ffn(l, FfnMap<Up>::make(d, h, config), FfnMap<Down>::make(h, d, config)));
-        m_blocks.back().declare(m_arena, prefix);
-      }
-    }
-    m_ln_f.declare(m_arena, "ln_f.");
-    m_arena.allocate();
-  }
+  explicit Gpt(const GptConfig& config);
 
   /// GPT-2's initialisation: weights and embeddings N(0, std^2), residual projections
   /// (attn.proj, a dense mlp.down) N(0, std^2 / (2 L)), biases 0, norm gains 1; structured FFN
   /// maps use the paper's default (SVD for LowRank, orthogonal factors otherwise).
-  void init(Rng& rng) {
-    const double std0 = m_config.init_std;
-    const double proj = std0 / std::sqrt(2.0 * double(m_config.n_layer));
-    m_embed.init(m_arena, rng, std0);
-    if (m_first) m_first->init(m_arena, rng, std0, proj);
-    for (const auto& b : m_blocks) b.init(m_arena, rng, std0, proj);
-    m_ln_f.init(m_arena);
-  }
+  void init(Rng& rng);
 
   /// Runs the model on a micro-batch and returns the mean cross-entropy over its targets (NaN
   /// when there are none). With `grad_scale` > 0 it also prepares backward for the loss
@@ -104,35 +67,7 @@ class Gpt {
   /// already adds the head's share of d(wte). `kept` (one LayerKept per layer, or empty for
   /// all) limits every layer to its kept heads and channels, here and in the backward.
   double forward(Context& ctx, const TokenBatch& b, T grad_scale = T(0),
-                 std::span<const LayerKept> kept = {}) {
-    forward_trunk(ctx, b, kept);
-    const index_t n = b.tokens(), v = m_config.vocab_size;
-    const auto xf = ctx.xf.matrix(n, m_config.d_model);
-    const auto logits = ctx.logits.matrix(n, v);  // (N, V)
-    const auto wte = m_embed.wte(m_arena);
-    cpu::gemm(T(1), MatrixView<const T, Host>(xf), cpu::Op::N, MatrixView<const T, Host>(wte),
-              cpu::Op::T, T(0), logits);
-    if (!b.targets) return std::nan("");
-    index_t valid = 0;
-    for (index_t i = 0; i < n; ++i) valid += b.targets[i] >= 0;
-    const bool grad = grad_scale > T(0);
-    const T scale = valid ? grad_scale / T(valid) : T(0);
-    const T aux_weight = grad ? grad_scale * T(m_config.moe_aux_loss) : T(0);
-    if (m_first) ctx.first->aux_weight = aux_weight;
-    for (auto& c : ctx.blocks) c.aux_weight = aux_weight;
-    const double sum = cpu::softmax_cross_entropy(logits, b.targets, grad, scale);
-    ctx.has_grad = grad;
-    if (grad) {
-      // d(wte) += dlogits^T xf (V, d) unless the embeddings are frozen; then d(xf) = dlogits wte
-      // (N, d) replaces xf.
-      if (m_frozen == 0)
-        cpu::gemm(T(1), MatrixView<const T, Host>(logits), cpu::Op::T,
-                  MatrixView<const T, Host>(xf), cpu::Op::N, T(1), m_embed.dwte(m_arena));
-      cpu::gemm(T(1), MatrixView<const T, Host>(logits), cpu::Op::N,
-                MatrixView<const T, Host>(wte), cpu::Op::N, T(0), xf);
-    }
-    return valid ? sum / double(valid) : std::nan("");
-  }
+                 std::span<const LayerKept> kept = {});
 
   /// Key/value caches of every layer for incremental decoding.
   struct DecodeState {
@@ -140,68 +75,14 @@ class Gpt {
     index_t length = 0;                   // positions decoded so far
     Context ctx;                          // scratch
   };
-  DecodeState make_decode_state(index_t batch) const {
-    DecodeState st;
-    for (index_t l = 0; l < m_config.n_layer; ++l)
-      st.caches.emplace_back(batch, m_config.kv_heads(), m_config.max_seq_len, m_config.head_dim());
-    return st;
-  }
+  DecodeState make_decode_state(index_t batch) const;
 
   /// Feeds n new tokens per sequence (tokens (B, n), positions [st.length, st.length + n)) and
   /// returns the logits of each sequence's last new token, (B, V).
-  MatrixView<T, Host> decode(DecodeState& st, const std::int32_t* tokens, index_t batch, index_t n) {
-    const index_t pos = st.length, d = m_config.d_model, rows = batch * n;
-    BONSAI_CHECK(n > 0 && pos + n <= m_config.max_seq_len, "Gpt::decode: positions [", pos, ", ",
-                 pos + n, ") exceed the model's max_seq_len ", m_config.max_seq_len);
-    Context& ctx = st.ctx;
-    if (m_first && !ctx.first) ctx.first.emplace();
-    ctx.blocks.resize(m_blocks.size());
-    ctx.res.resize(2);
-    auto x = ctx.res[0].matrix(rows, d), y = ctx.res[1].matrix(rows, d);  // (B*n, d)
-    m_embed.forward(m_arena, tokens, batch, n, pos, x);
-    if (!m_mask_res.empty()) detail::mask_columns(x, m_mask_res.data());
-    index_t l = 0;
-    if (m_first) {
-      m_first->decode(m_arena, *ctx.first, MatrixView<const T, Host>(x), y, batch, n, pos,
-                      st.caches[0], block_mask(0));
-      std::swap(x, y);
-      l = 1;
-    }
-    for (std::size_t i = 0; i < m_blocks.size(); ++i, ++l) {
-      m_blocks[i].decode(m_arena, ctx.blocks[i], MatrixView<const T, Host>(x), y, batch, n, pos,
-                         st.caches[l], block_mask(l));
-      std::swap(x, y);
-    }
-    st.length = pos + n;
-    // The last token of each sequence: rows b*n + n-1.
-    const auto last = ctx.dres.matrix(batch, d);  // (B, d)
-    for (index_t b = 0; b < batch; ++b)
-      std::copy_n(x.data() + (b * n + n - 1) * d, d, last.data() + b * d);
-    const auto xf = ctx.xf.matrix(batch, d);
-    m_ln_f.forward(m_arena, ctx.ln_f, MatrixView<const T, Host>(last), xf, residual_mask());
-    const auto logits = ctx.logits.matrix(batch, m_config.vocab_size);  // (B, V)
-    cpu::gemm(T(1), MatrixView<const T, Host>(xf), cpu::Op::N,
-              MatrixView<const T, Host>(m_embed.wte(m_arena)), cpu::Op::T, T(0), logits);
-    return logits;
-  }
+  MatrixView<T, Host> decode(DecodeState& st, const std::int32_t* tokens, index_t batch, index_t n);
 
   /// Adds d(grad_scale * loss)/d(parameters) to the arena's gradients.
-  void backward(Context& ctx) {
-    BONSAI_CHECK(ctx.has_grad, "Gpt::backward: the last forward was not asked for gradients "
-                               "(pass grad_scale > 0)");
-    ctx.has_grad = false;
-    const index_t n = ctx.batch * ctx.seq, d = m_config.d_model;
-    const auto dres = ctx.dres.matrix(n, d);  // (N, d)
-    const auto dxf = ctx.xf.matrix(n, d);     // (N, d): forward left d(xf) here
-    m_ln_f.backward(m_arena, ctx.ln_f, MatrixView<const T, Host>(dxf), dres, /*accumulate=*/false);
-    const index_t first = m_first ? 1 : 0;  // layer index of m_blocks[0]
-    for (index_t i = index_t(m_blocks.size()) - 1; i >= 0 && i + first >= m_frozen; --i)
-      m_blocks[i].backward(m_arena, ctx.blocks[i], dres);
-    if (m_frozen > 0) return;  // the frozen layers and embeddings need no gradient
-    if (m_first) m_first->backward(m_arena, *ctx.first, dres);
-    if (ctx.embed_mask) detail::mask_columns(dres, ctx.embed_mask);
-    m_embed.backward(m_arena, ctx.inputs.data(), ctx.batch, ctx.seq, MatrixView<const T, Host>(dres));
-  }
+  void backward(Context& ctx);
 
   /// Freezes the embeddings and the bottom `layers` layers (MSLT; 0 trains everything):
   /// backward stops above them, so their gradients are left as they are. The head is tied to
@@ -328,35 +209,7 @@ class Gpt {
     return m_blocks[std::size_t(l - (m_first ? 1 : 0))].flops(batch, seq, k);
   }
 
-  void forward_trunk(Context& ctx, const TokenBatch& b, std::span<const LayerKept> kept) {
-    check_kept(kept);
-    BONSAI_CHECK(b.inputs && b.batch > 0 && b.seq > 0, "Gpt::forward: empty batch");
-    BONSAI_CHECK(b.seq <= m_config.max_seq_len, "Gpt::forward: sequence length ", b.seq,
-                 " exceeds the model's max_seq_len ", m_config.max_seq_len);
-    const index_t n = b.tokens(), d = m_config.d_model, layers = m_config.n_layer;
-    ctx.batch = b.batch;
-    ctx.seq = b.seq;
-    ctx.has_grad = false;
-    ctx.inputs.assign(b.inputs, b.inputs + n);
-    if (m_first && !ctx.first) ctx.first.emplace();
-    ctx.blocks.resize(m_blocks.size());
-    ctx.res.resize(layers + 1);
-    m_embed.forward(m_arena, b.inputs, b.batch, b.seq, 0, ctx.res[0].matrix(n, d));
-    ctx.embed_mask = residual_mask();
-    if (ctx.embed_mask) detail::mask_columns(ctx.res[0].matrix(n, d), ctx.embed_mask);
-    index_t l = 0;
-    if (m_first) {
-      m_first->forward(m_arena, *ctx.first, MatrixView<const T, Host>(ctx.res[0].matrix(n, d)),
-                       ctx.res[1].matrix(n, d), b.batch, b.seq, block_mask(0), kept_of(kept, 0));
-      l = 1;
-    }
-    for (std::size_t i = 0; i < m_blocks.size(); ++i, ++l)
-      m_blocks[i].forward(m_arena, ctx.blocks[i], MatrixView<const T, Host>(ctx.res[l].matrix(n, d)),
-                          ctx.res[l + 1].matrix(n, d), b.batch, b.seq, block_mask(l),
-                          kept_of(kept, l));
-    m_ln_f.forward(m_arena, ctx.ln_f, MatrixView<const T, Host>(ctx.res[layers].matrix(n, d)),
-                   ctx.xf.matrix(n, d), residual_mask());
-  }
+  void forward_trunk(Context& ctx, const TokenBatch& b, std::span<const LayerKept> kept);
 
   static const T* data_or_null(const std::vector<T>& v) { return v.empty() ? nullptr : v.data(); }
   const T* residual_mask() const { return data_or_null(m_mask_res); }
@@ -381,5 +234,180 @@ class Gpt {
   std::vector<T> m_mask_qkv;         // (A + 2KV), or empty
   std::vector<T> m_mask_ffn;         // (F), or empty
 };
+
+// ---- the members that run the layers, defined out of the class body: an explicit instantiation
+// of a Gpt then compiles them once for a whole program (BONSAI_GPT_INSTANCES in
+// bonsai/instances.hpp), which inline members (those defined in the class) would not allow.
+
+template <class Up, class Down>
+Gpt<Up, Down>::Gpt(const GptConfig& config)
+    : m_config((config.validate(), config)),
+      m_embed(config.vocab_size, config.d_model, config.max_seq_len,
+              config.pos == PosKind::learned),
+      m_ln_f(config.norm, config.d_model, config.norm_eps) {
+  const index_t d = config.d_model, f = config.ffn_width();
+  m_embed.declare(m_arena);
+  // Layer l's FFN with maps U, D: an Mlp, or E experts of the MoE width.
+  auto ffn = [&]<class U, class D>(index_t l, U up, D down) {
+    using B = Block<U, D>;
+    if (!config.moe_layer(l))
+      return B(config, typename B::MlpType(std::move(up), std::move(down), config.act));
+    return B(config, typename B::MoeType(std::move(up), std::move(down), config.act,
+                                         config.moe_experts, config.moe_top_k,
+                                         config.moe_gating));
+  };
+  for (index_t l = 0; l < config.n_layer; ++l) {
+    const std::string prefix = layer_param_name(l, "");
+    const index_t h = config.moe_layer(l) ? config.moe_hidden() : f;
+    if (l == 0 && has_dense_first()) {
+      m_first.emplace(ffn(l, Dense<T>(d, h), Dense<T>(h, d)));
+      m_first->declare(m_arena, prefix);
+    } else {
+      m_blocks.push_back(
+          ffn(l, FfnMap<Up>::make(d, h, config), FfnMap<Down>::make(h, d, config)));
+      m_blocks.back().declare(m_arena, prefix);
+    }
+  }
+  m_ln_f.declare(m_arena, "ln_f.");
+  m_arena.allocate();
+}
+
+template <class Up, class Down>
+void Gpt<Up, Down>::init(Rng& rng) {
+  const double std0 = m_config.init_std;
+  const double proj = std0 / std::sqrt(2.0 * double(m_config.n_layer));
+  m_embed.init(m_arena, rng, std0);
+  if (m_first) m_first->init(m_arena, rng, std0, proj);
+  for (const auto& b : m_blocks) b.init(m_arena, rng, std0, proj);
+  m_ln_f.init(m_arena);
+}
+
+template <class Up, class Down>
+double Gpt<Up, Down>::forward(Context& ctx, const TokenBatch& b, T grad_scale,
+                              std::span<const LayerKept> kept) {
+  forward_trunk(ctx, b, kept);
+  const index_t n = b.tokens(), v = m_config.vocab_size;
+  const auto xf = ctx.xf.matrix(n, m_config.d_model);
+  const auto logits = ctx.logits.matrix(n, v);  // (N, V)
+  const auto wte = m_embed.wte(m_arena);
+  cpu::gemm(T(1), MatrixView<const T, Host>(xf), cpu::Op::N, MatrixView<const T, Host>(wte),
+            cpu::Op::T, T(0), logits);
+  if (!b.targets) return std::nan("");
+  index_t valid = 0;
+  for (index_t i = 0; i < n; ++i) valid += b.targets[i] >= 0;
+  const bool grad = grad_scale > T(0);
+  const T scale = valid ? grad_scale / T(valid) : T(0);
+  const T aux_weight = grad ? grad_scale * T(m_config.moe_aux_loss) : T(0);
+  if (m_first) ctx.first->aux_weight = aux_weight;
+  for (auto& c : ctx.blocks) c.aux_weight = aux_weight;
+  const double sum = cpu::softmax_cross_entropy(logits, b.targets, grad, scale);
+  ctx.has_grad = grad;
+  if (grad) {
+    // d(wte) += dlogits^T xf (V, d) unless the embeddings are frozen; then d(xf) = dlogits wte
+    // (N, d) replaces xf.
+    if (m_frozen == 0)
+      cpu::gemm(T(1), MatrixView<const T, Host>(logits), cpu::Op::T,
+                MatrixView<const T, Host>(xf), cpu::Op::N, T(1), m_embed.dwte(m_arena));
+    cpu::gemm(T(1), MatrixView<const T, Host>(logits), cpu::Op::N,
+              MatrixView<const T, Host>(wte), cpu::Op::N, T(0), xf);
+  }
+  return valid ? sum / double(valid) : std::nan("");
+}
+
+template <class Up, class Down>
+auto Gpt<Up, Down>::make_decode_state(index_t batch) const -> DecodeState {
+  DecodeState st;
+  for (index_t l = 0; l < m_config.n_layer; ++l)
+    st.caches.emplace_back(batch, m_config.kv_heads(), m_config.max_seq_len, m_config.head_dim());
+  return st;
+}
+
+template <class Up, class Down>
+auto Gpt<Up, Down>::decode(DecodeState& st, const std::int32_t* tokens, index_t batch,
+                           index_t n) -> MatrixView<T, Host> {
+  const index_t pos = st.length, d = m_config.d_model, rows = batch * n;
+  BONSAI_CHECK(n > 0 && pos + n <= m_config.max_seq_len, "Gpt::decode: positions [", pos, ", ",
+               pos + n, ") exceed the model's max_seq_len ", m_config.max_seq_len);
+  Context& ctx = st.ctx;
+  if (m_first && !ctx.first) ctx.first.emplace();
+  ctx.blocks.resize(m_blocks.size());
+  ctx.res.resize(2);
+  auto x = ctx.res[0].matrix(rows, d), y = ctx.res[1].matrix(rows, d);  // (B*n, d)
+  m_embed.forward(m_arena, tokens, batch, n, pos, x);
+  if (!m_mask_res.empty()) detail::mask_columns(x, m_mask_res.data());
+  index_t l = 0;
+  if (m_first) {
+    m_first->decode(m_arena, *ctx.first, MatrixView<const T, Host>(x), y, batch, n, pos,
+                    st.caches[0], block_mask(0));
+    std::swap(x, y);
+    l = 1;
+  }
+  for (std::size_t i = 0; i < m_blocks.size(); ++i, ++l) {
+    m_blocks[i].decode(m_arena, ctx.blocks[i], MatrixView<const T, Host>(x), y, batch, n, pos,
+                       st.caches[l], block_mask(l));
+    std::swap(x, y);
+  }
+  st.length = pos + n;
+  // The last token of each sequence: rows b*n + n-1.
+  const auto last = ctx.dres.matrix(batch, d);  // (B, d)
+  for (index_t b = 0; b < batch; ++b)
+    std::copy_n(x.data() + (b * n + n - 1) * d, d, last.data() + b * d);
+  const auto xf = ctx.xf.matrix(batch, d);
+  m_ln_f.forward(m_arena, ctx.ln_f, MatrixView<const T, Host>(last), xf, residual_mask());
+  const auto logits = ctx.logits.matrix(batch, m_config.vocab_size);  // (B, V)
+  cpu::gemm(T(1), MatrixView<const T, Host>(xf), cpu::Op::N,
+            MatrixView<const T, Host>(m_embed.wte(m_arena)), cpu::Op::T, T(0), logits);
+  return logits;
+}
+
+template <class Up, class Down>
+void Gpt<Up, Down>::backward(Context& ctx) {
+  BONSAI_CHECK(ctx.has_grad, "Gpt::backward: the last forward was not asked for gradients "
+                             "(pass grad_scale > 0)");
+  ctx.has_grad = false;
+  const index_t n = ctx.batch * ctx.seq, d = m_config.d_model;
+  const auto dres = ctx.dres.matrix(n, d);  // (N, d)
+  const auto dxf = ctx.xf.matrix(n, d);     // (N, d): forward left d(xf) here
+  m_ln_f.backward(m_arena, ctx.ln_f, MatrixView<const T, Host>(dxf), dres, /*accumulate=*/false);
+  const index_t first = m_first ? 1 : 0;  // layer index of m_blocks[0]
+  for (index_t i = index_t(m_blocks.size()) - 1; i >= 0 && i + first >= m_frozen; --i)
+    m_blocks[i].backward(m_arena, ctx.blocks[i], dres);
+  if (m_frozen > 0) return;  // the frozen layers and embeddings need no gradient
+  if (m_first) m_first->backward(m_arena, *ctx.first, dres);
+  if (ctx.embed_mask) detail::mask_columns(dres, ctx.embed_mask);
+  m_embed.backward(m_arena, ctx.inputs.data(), ctx.batch, ctx.seq, MatrixView<const T, Host>(dres));
+}
+
+template <class Up, class Down>
+void Gpt<Up, Down>::forward_trunk(Context& ctx, const TokenBatch& b,
+                                  std::span<const LayerKept> kept) {
+  check_kept(kept);
+  BONSAI_CHECK(b.inputs && b.batch > 0 && b.seq > 0, "Gpt::forward: empty batch");
+  BONSAI_CHECK(b.seq <= m_config.max_seq_len, "Gpt::forward: sequence length ", b.seq,
+               " exceeds the model's max_seq_len ", m_config.max_seq_len);
+  const index_t n = b.tokens(), d = m_config.d_model, layers = m_config.n_layer;
+  ctx.batch = b.batch;
+  ctx.seq = b.seq;
+  ctx.has_grad = false;
+  ctx.inputs.assign(b.inputs, b.inputs + n);
+  if (m_first && !ctx.first) ctx.first.emplace();
+  ctx.blocks.resize(m_blocks.size());
+  ctx.res.resize(layers + 1);
+  m_embed.forward(m_arena, b.inputs, b.batch, b.seq, 0, ctx.res[0].matrix(n, d));
+  ctx.embed_mask = residual_mask();
+  if (ctx.embed_mask) detail::mask_columns(ctx.res[0].matrix(n, d), ctx.embed_mask);
+  index_t l = 0;
+  if (m_first) {
+    m_first->forward(m_arena, *ctx.first, MatrixView<const T, Host>(ctx.res[0].matrix(n, d)),
+                     ctx.res[1].matrix(n, d), b.batch, b.seq, block_mask(0), kept_of(kept, 0));
+    l = 1;
+  }
+  for (std::size_t i = 0; i < m_blocks.size(); ++i, ++l)
+    m_blocks[i].forward(m_arena, ctx.blocks[i], MatrixView<const T, Host>(ctx.res[l].matrix(n, d)),
+                        ctx.res[l + 1].matrix(n, d), b.batch, b.seq, block_mask(l),
+                        kept_of(kept, l));
+  m_ln_f.forward(m_arena, ctx.ln_f, MatrixView<const T, Host>(ctx.res[layers].matrix(n, d)),
+                 ctx.xf.matrix(n, d), residual_mask());
+}
 
 }  // namespace bonsai

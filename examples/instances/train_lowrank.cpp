@@ -1,0 +1,4 @@
+// train_gpt's training loop over LowRank FFNs (examples/train_loop.hpp).
+#include "../train_loop.hpp"
+
+BONSAI_TRAIN_INSTANCE(, bonsai::LowRank<float>)

@@ -1,0 +1,4 @@
+// Eigen's double GEMM behind cpu::gemm (instances/extern.hpp).
+#include "extern.hpp"
+
+BONSAI_GEMM_INSTANCES(, double)

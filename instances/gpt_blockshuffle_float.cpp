@@ -1,0 +1,4 @@
+// Gpt over BlockShuffle<float> FFNs: plain, self-guided and pre-merged (instances/extern.hpp).
+#include "extern.hpp"
+
+BONSAI_PROJECT_STRUCTURED_MODELS(, bonsai::BlockShuffle<float>)
