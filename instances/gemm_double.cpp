@@ -1,4 +1,4 @@
-// Eigen's double GEMM behind cpu::gemm (instances/extern.hpp).
-#include "extern.hpp"
+// Eigen's double GEMM behind cpu::gemm (instances/kernels.hpp).
+#include "kernels.hpp"
 
 BONSAI_GEMM_INSTANCES(, double)

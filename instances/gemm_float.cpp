@@ -1,4 +1,4 @@
-// Eigen's float GEMM behind cpu::gemm (instances/extern.hpp).
-#include "extern.hpp"
+// Eigen's float GEMM behind cpu::gemm (instances/kernels.hpp).
+#include "kernels.hpp"
 
 BONSAI_GEMM_INSTANCES(, float)

@@ -1,4 +1,4 @@
-// Eigen's SVD for the double initialisers (instances/extern.hpp).
-#include "extern.hpp"
+// Eigen's SVD for the double initialisers (instances/kernels.hpp).
+#include "kernels.hpp"
 
 BONSAI_SVD_INSTANCES(, double)

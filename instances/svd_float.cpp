@@ -1,4 +1,4 @@
-// Eigen's SVD for the float initialisers (instances/extern.hpp).
-#include "extern.hpp"
+// Eigen's SVD for the float initialisers (instances/kernels.hpp).
+#include "kernels.hpp"
 
 BONSAI_SVD_INSTANCES(, float)

@@ -14,8 +14,6 @@
 
 #include "backend/cpu/gemm.hpp"
 #include "core/eigen.hpp"
-#include "nn/gpt.hpp"
-#include "nn/premerge.hpp"
 #include "structured/init.hpp"
 
 /// Both SVD initialisers (structured/init.hpp) for scalar type T: Eigen's BDCSVD, about 30 s
@@ -42,13 +40,13 @@
   BONSAI_GEMM_INSTANCES(EXTERN, float)                                                            \
   BONSAI_GEMM_INSTANCES(EXTERN, double)
 
-/// The model Gpt<Map, Map> (nn/gpt.hpp): its constructor, init, forward, backward and decode,
+/// The model Gpt<Map, Map> (include nn/gpt.hpp first): its constructor, init, forward, backward and decode,
 /// with every layer they run (about 8 s of compilation each). Map may be any trainable FFN map,
 /// e.g. bonsai::LowRank<float> or bonsai::SelfGuided<bonsai::LowRank<float>> (SGT's model).
 #define BONSAI_GPT_INSTANCES(EXTERN, Map) EXTERN template class ::bonsai::Gpt<Map, Map>;
 
 /// The decoding members of a model that is not trained, such as the pre-merged
-/// Gpt<PreMerged<S>, PreMerged<S>> (nn/premerge.hpp), whose init and backward do not exist:
+/// Gpt<PreMerged<S>, PreMerged<S>> (include nn/premerge.hpp first), which has no init or backward:
 /// its constructor, forward and decode.
 #define BONSAI_DECODER_INSTANCES(EXTERN, Map)                                                     \
   EXTERN template ::bonsai::Gpt<Map, Map>::Gpt(const ::bonsai::GptConfig&);                       \

@@ -54,12 +54,27 @@ run("${CMAKE_COMMAND}" -S "${CONSUMER_SOURCE_DIR}" -B "${build}" ${generator_arg
     -DCMAKE_BUILD_TYPE=Release ${consumer_args})
 run("${CMAKE_COMMAND}" --build "${build}")
 
-# Run the programs: "consumer" always, "consumer_onednn" when bonsai::onednn exists.
+# The extern-template pattern of docs/compile_times.md: the model's forward (and with it the
+# softmax cross-entropy it calls) is compiled into model_instances.cpp's object and not into
+# train_step.cpp's.
+if(MODE STREQUAL "find_package")
+  set(objects "${build}/CMakeFiles/consumer_instances.dir")
+  file(STRINGS "${objects}/model_instances.cpp.o" defined REGEX "softmax_cross_entropy")
+  file(STRINGS "${objects}/train_step.cpp.o" leaked REGEX "softmax_cross_entropy")
+  if(NOT defined OR leaked)
+    message(FATAL_ERROR "run_consumer.cmake: Gpt::forward should be compiled in "
+                        "model_instances.cpp only (there: '${defined}'; in train_step.cpp: "
+                        "'${leaked}')")
+  endif()
+endif()
+
+# Run the programs: "consumer" always, "consumer_onednn" when bonsai::onednn exists, and
+# "consumer_instances" (find_package).
 if(NOT EXISTS "${build}/consumer")
   message(FATAL_ERROR "run_consumer.cmake: ${build}/consumer was not built")
 endif()
 set(ran 0)
-foreach(program consumer consumer_onednn)
+foreach(program consumer consumer_onednn consumer_instances)
   if(EXISTS "${build}/${program}")
     run("${build}/${program}")
     math(EXPR ran "${ran} + 1")

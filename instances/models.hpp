@@ -1,13 +1,14 @@
-// instances/extern.hpp — the instantiations bonsai's own tests, benchmarks and examples compile
-// once, in this folder's library (bonsai_instances), instead of in every translation unit that
-// uses them. CMake force-includes this header in every C++ source that links bonsai_instances;
-// each .cpp file here defines one group, so the groups build in parallel. docs/compile_times.md
-// shows the same pattern for a program of your own.
+// instances/models.hpp — the models bonsai's own tests, benchmarks and examples compile once,
+// in bonsai_models (float) and bonsai_models_double, instead of in every translation unit that
+// uses them; CMake force-includes this header in every C++ source that links them. Each .cpp file
+// here defines one group, so the groups build in parallel. docs/compile_times.md shows the same
+// pattern for a program of your own.
 #pragma once
 
-#include <bonsai/instances.hpp>
+#include <bonsai/nn/gpt.hpp>
+#include <bonsai/nn/premerge.hpp>
 
-BONSAI_KERNEL_INSTANCES(extern)
+#include "kernels.hpp"
 
 // The models of each FFN structure: plain and self-guided (SGT); structured ones also pre-merged
 // (decoding). One file here per structure and scalar type.
