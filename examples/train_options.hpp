@@ -70,6 +70,9 @@ inline void add_train_options(CLI::App& app, Options& o, GptConfig& c, ModelFlag
   c.d_model = 384;
   c.n_head = 6;
   c.max_seq_len = 256;
+  // A flag given twice takes its last value, so a script's defaults can be overridden by
+  // arguments appended after them (bash scripts/demo.sh --steps 50).
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
 
   app.add_option("--layers", c.n_layer, "transformer layers")->capture_default_str();
   app.add_option("--d-model", c.d_model, "residual width")->capture_default_str();
@@ -113,7 +116,8 @@ inline void add_train_options(CLI::App& app, Options& o, GptConfig& c, ModelFlag
                  "mango also steps and lr of the operator's training, mango's rank is its ring rank), "
                  "or upcycle with keys "
                  "experts, top_k, granularity, every, gating, router, scale (e.g. "
-                 "300:upcycle:experts=8,top_k=2)");
+                 "300:upcycle:experts=8,top_k=2)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   app.add_option("--grow-state", o.grow_state,
                  "optimizer state at growth: reset | carry | duplicate | gradient")
       ->capture_default_str();
