@@ -39,8 +39,9 @@ void fill_normal_matrix(const MatrixView<T, Host>& a, Rng& rng, double stddev) {
 }
 
 // The two functions below are bonsai's only uses of Eigen's SVD, by far its costliest template
-// to compile (about 30 s and 1.2 GB per scalar type at -O3). They are out-of-line templates, so
-// a program can compile them once: BONSAI_KERNEL_INSTANCES in bonsai/instances.hpp.
+// to compile (about 30 s and 1.3 GB per scalar type, at any optimisation level). They are
+// out-of-line templates, so a program can compile them once: BONSAI_SVD_INSTANCES in
+// bonsai/instances.hpp.
 
 /// A <- P Q^T where A = P S Q^T (thin SVD): the nearest matrix with orthonormal rows or columns.
 template <class T>
