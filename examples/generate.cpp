@@ -47,14 +47,16 @@ int main(int argc, char** argv) {
     std::filesystem::path dir(ckpt);
     if (!std::filesystem::exists(dir / "DONE")) {
       const auto latest = latest_checkpoint(dir);
-      BONSAI_CHECK(latest.has_value(), "generate: ", ckpt, " holds no complete checkpoint");
+      BONSAI_CHECK(latest.has_value(), "--ckpt ", ckpt, " holds no complete checkpoint");
       dir = *latest;
     }
     const GptConfig config = gpt_config_from_json(read_json_file(dir / "config.json"));
     const auto tokenizer = load_tokenizer(tokenizer_spec);
-    BONSAI_CHECK(tokenizer->vocab_size() == config.vocab_size, "generate: the tokenizer has ",
+    BONSAI_CHECK(tokenizer->vocab_size() == config.vocab_size, "--tokenizer: it has ",
                  tokenizer->vocab_size(), " tokens but the model was trained with ",
                  config.vocab_size);
+    BONSAI_CHECK(!tokenizer->encode(prompt).empty(), "--prompt \"", prompt,
+                 "\" holds no token; sampling continues a prompt of at least one");
     opts.stop_token = tokenizer->eot_token();
     return with_ffn_structure<float>(config, [&](auto map) {
       using Map = typename decltype(map)::type;

@@ -75,10 +75,10 @@ int main(int argc, char** argv) {
     if (!comm->is_root() && !std::freopen("/dev/null", "w", stdout))  // rank 0 alone prints
       detail::fail("cannot silence the standard output of rank ", comm->rank());
     set_threads(o.threads);
-    finish_config(c, flags, o);
+    const RunInputs inputs = prepare_run(app, c, flags, o);  // every flag and file, checked
     // The closed switch: everything below train<Map> is statically typed.
     return with_ffn_structure<float>(c, [&](auto map) {
-      return train<typename decltype(map)::type>(o, c, *comm);
+      return train<typename decltype(map)::type>(o, c, *comm, inputs);
     });
   } catch (const std::exception& e) {
     if (!comm || comm->size() == 1) {

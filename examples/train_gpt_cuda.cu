@@ -54,7 +54,7 @@ void reject_cpu_only(const Options& o, const GptConfig& c) {
 }
 
 template <class Map, class T>
-int train(const Options& o, GptConfig config) {
+int train(const Options& o, GptConfig config, const RunInputs& inputs) {
   using Model = cuda::Gpt<Map, T>;
   const auto tokenizer = load_tokenizer(o.tokenizer);
   const index_t B = o.batch, Tlen = config.max_seq_len;
@@ -68,18 +68,11 @@ int train(const Options& o, GptConfig config) {
                "--total-batch-tokens not negative, got ", o.grad_accum, " and ", o.total_batch_tokens);
 
   // ---- model and optimizer: initialised (or imported) on the host, then uploaded --------------
-  std::optional<ImportedModel> imported;
-  if (!o.init_from.empty()) {
-    const bool llmc = fs::path(o.init_from).extension() == ".bin";
-    imported = llmc ? import_llmc(o.init_from) : import_hf(o.init_from);
-    imported->config.max_seq_len = std::min(imported->config.max_seq_len, Tlen);
-    config = imported->config;
-  }
   Rng init_rng(o.seed);
   Model model(config, init_rng);
   auto& host = model.host();  // layout, and the staging copy of checkpoints
-  if (imported) {
-    copy_into(host.arena(), imported->tensors, o.init_from);
+  if (inputs.init) {
+    load_init(host, *inputs.init, o.init_from);
     model.upload();
   }
   const AdamWConfig adamw{.beta1 = o.beta1, .beta2 = o.beta2, .weight_decay = o.weight_decay};
@@ -138,6 +131,7 @@ int train(const Options& o, GptConfig config) {
              config.n_layer, config.d_model, config.n_head, config.kv_heads(), to_string(config.ffn),
              config.ffn_width(), config.rank, config.blocks, double(model.param_count()) * 1e-6,
              double(model.training_flops(B, Tlen)) * double(accum) * 1e-9);
+  if (!inputs.init_text.empty()) fmt::print("{}\n", inputs.init_text);
   fmt::print("data: {} ({} batches of {}x{} per epoch), tokenizer {} (vocab {}), GPU {} in {}\n", o.train,
              loader.batches_per_epoch(), B, Tlen, tokenizer->name(), tokenizer->vocab_size(), prop.name,
              std::is_same_v<T, float> ? "fp32" : "bf16 (fp32 master weights)");
@@ -194,12 +188,13 @@ int train(const Options& o, GptConfig config) {
     log.log_train(m);
     console.train(m);
     const index_t done = step + 1;
+    // The checkpoint first: nothing after it (an evaluation) can lose the step.
+    if ((o.ckpt_every > 0 && done % o.ckpt_every == 0) || done == end) save(done);
     if ((o.eval_every > 0 && done % o.eval_every == 0) || done == o.steps) {
       val_loss = validate();
       log.log_val(done, val_loss, train_flops);
       console.val(done, val_loss);
     }
-    if ((o.ckpt_every > 0 && done % o.ckpt_every == 0) || done == end) save(done);
   }
   console.clear();
 
@@ -215,25 +210,8 @@ int train(const Options& o, GptConfig config) {
   fmt::print("training FLOPs {:.4e}, last step {:.0f} tokens/s, GPU memory in use {:.0f} MiB\n", train_flops,
              tokens_per_s, double(total_bytes - free_bytes) / (1024.0 * 1024.0));
   model.download();
-  if (o.sample_tokens > 0) {
-    Rng rng(o.seed);
-    const auto prompt = tokenizer->encode(o.prompt);
-    fmt::print("sample: {}", o.prompt);
-    generate(host, std::span<const std::int32_t>(prompt.data(), prompt.size()),
-             {.max_new_tokens = o.sample_tokens, .temperature = 0.8, .top_k = 40, .stop_token = tokenizer->eot_token()},
-             rng, [&](std::int32_t id) { fmt::print("{}", tokenizer->decode_token(id)); std::fflush(stdout); });
-    fmt::print("\n");
-  }
-  if (!o.export_hf.empty()) {
-    const auto tokenizer_dir = o.tokenizer == "byte" ? std::optional<fs::path>{} : fs::path(o.tokenizer);
-    if constexpr (std::is_same_v<Map, Dense<float>>) {
-      export_hf(o.export_hf, config, host.arena(), tokenizer_dir);
-    } else {
-      auto dense = merged_dense(host);  // structured FFNs multiplied out: a dense GPT-2
-      export_hf(o.export_hf, dense.config(), dense.arena(), tokenizer_dir);
-    }
-    fmt::print("exported Hugging Face GPT-2 folder {}\n", o.export_hf);
-  }
+  print_sample(host, *tokenizer, o);
+  export_model(o, host);
   return 0;
 }
 
@@ -251,8 +229,9 @@ int main(int argc, char** argv) {
   app.add_option("--precision", precision, "bf16 (fp32 master weights) | fp32 | tf32")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
-    finish_config(c, flags, o);
     reject_cpu_only(o, c);
+    const RunInputs inputs = prepare_run(app, c, flags, o);  // every flag and file, checked
+    check_exports(o, c);
     BONSAI_CHECK(precision == "bf16" || precision == "fp32" || precision == "tf32",
                  "--precision: expected bf16, fp32 or tf32, got '", precision, "'");
     BONSAI_CHECK(bonsai::cuda::available(), "train_gpt_cuda: no CUDA device is visible (train_gpt trains on the CPU)");
@@ -260,7 +239,7 @@ int main(int argc, char** argv) {
     if (precision == "tf32") bonsai::cuda::set_math(bonsai::cuda::Math::tf32);
     return with_ffn_structure<float>(c, [&](auto map) {
       using Map = typename decltype(map)::type;
-      return precision == "bf16" ? train<Map, bf16>(o, c) : train<Map, float>(o, c);
+      return precision == "bf16" ? train<Map, bf16>(o, c, inputs) : train<Map, float>(o, c, inputs);
     });
   } catch (const std::exception& e) {
     fmt::print(stderr, "train_gpt_cuda: {}\n", e.what());

@@ -103,7 +103,7 @@ std::vector<double> learn_growth_operator(const GrowthStage& stage, const Growth
                                           std::uint64_t seed);
 
 template <class Map>
-int train(const Options& o, GptConfig config, Communicator& comm) {
+int train(const Options& o, GptConfig config, Communicator& comm, const RunInputs& inputs) {
   using Plain = Gpt<Map, Map>;
   using Guided = GuidedGpt<Map, Map>;
   const auto tokenizer = load_tokenizer(o.tokenizer);
@@ -136,21 +136,12 @@ int train(const Options& o, GptConfig config, Communicator& comm) {
                "--rollback-lr-factor ", o.rollback_lr_factor, " must lie in (0, 1] and --max-rollbacks ",
                o.max_rollbacks, " must not be negative");
   if (config.moe_experts > 0) {
-    BONSAI_CHECK(!sgt && o.init_from.empty() && o.export_hf.empty() && o.grow.empty() &&
-                     o.sat_rate == 0,
+    BONSAI_CHECK(!sgt && o.grow.empty() && o.sat_rate == 0,
                  "--moe-experts trains a Mixture-of-Experts model from scratch; it cannot be "
-                 "combined with --sgt, --init-from, --export-hf (GPT-2 has no experts), --grow "
-                 "or --sat-rate yet");
+                 "combined with --sgt, --grow or --sat-rate yet");
   }
 
   // ---- model: the guided one while SGT runs, the plain one after -----------------------------
-  std::optional<ImportedModel> imported;
-  if (!o.init_from.empty()) {
-    const bool llmc = fs::path(o.init_from).extension() == ".bin";
-    imported = llmc ? import_llmc(o.init_from) : import_hf(o.init_from);
-    imported->config.max_seq_len = std::min(imported->config.max_seq_len, T);
-    config = imported->config;
-  }
   std::optional<Guided> guided;
   std::optional<Plain> plain;
   Rng init_rng(o.seed);
@@ -160,7 +151,7 @@ int train(const Options& o, GptConfig config, Communicator& comm) {
   } else {
     plain.emplace(config);
     plain->init(init_rng);
-    if (imported) copy_into(plain->arena(), imported->tensors, o.init_from);
+    if (inputs.init) load_init(*plain, *inputs.init, o.init_from);
   }
   const auto with_model = [&](auto&& f) -> decltype(auto) {
     if (guided) return f(*guided);
@@ -205,8 +196,7 @@ int train(const Options& o, GptConfig config, Communicator& comm) {
       plan_growth(config, stages, plan.total_steps,
                   {.seed = o.seed, .split_noise = o.grow_noise, .new_layers = parse_new_layers(o.grow_new_layers)});
   const StateGrowth state_growth = parse_state_growth(o.grow_state);
-  BONSAI_CHECK(o.export_hf.empty() || growth.empty() || growth.back().to.moe_experts == 0,
-               "--export-hf: an upcycled model has experts, which GPT-2 folders cannot hold");
+  check_exports(o, growth.empty() ? config : growth.back().to);
   const GrowthLr growth_lr = GrowthLr::parse(o.grow_lr);
   std::vector<index_t> growth_steps;
   for (const GrowthStage& st : stages) growth_steps.push_back(st.at);
@@ -496,6 +486,7 @@ int train(const Options& o, GptConfig config, Communicator& comm) {
                l.rho0, l.t1, l.stairs, l.t2, l.mean_rate(plan.total_steps), o.sat_score, o.sat_aggregate,
                o.sat_select, o.sat_optimizer);
   }
+  if (!inputs.init_text.empty()) fmt::print("{}\n", inputs.init_text);
   fmt::print("data: {} ({} batches of {}x{} per epoch), tokenizer {} (vocab {}), {} threads, GEMM {}\n",
              o.train, loader.batches_per_epoch(), B, T, tokenizer->name(), tokenizer->vocab_size(),
              max_threads(), cpu::gemm_library());
@@ -630,6 +621,8 @@ int train(const Options& o, GptConfig config, Communicator& comm) {
       console.clear();
       release(done);
     }
+    // The checkpoint first: nothing after it (an evaluation) can lose the step.
+    if ((o.ckpt_every > 0 && done % o.ckpt_every == 0) || done == end) save(done);
     if (root && ((o.eval_every > 0 && done % o.eval_every == 0) || done == plan.total_steps)) {
       val_loss = with_model([&](auto& model) {
         if constexpr (std::is_same_v<std::remove_cvref_t<decltype(model)>, Guided>)
@@ -639,7 +632,6 @@ int train(const Options& o, GptConfig config, Communicator& comm) {
       log->log_val(done, val_loss, train_flops);
       console.val(done, val_loss);
     }
-    if ((o.ckpt_every > 0 && done % o.ckpt_every == 0) || done == end) save(done);
   }
   console.clear();
 
@@ -660,31 +652,14 @@ int train(const Options& o, GptConfig config, Communicator& comm) {
     fmt::print("validation loss {:.4f}, perplexity {:.2f}\n", val_loss, std::exp(val_loss));
   fmt::print("training FLOPs {:.4e}, last step {:.0f} tokens/s, peak memory {:.0f} MiB\n", train_flops,
              tokens_per_s, double(peak_rss_kib()) / 1024.0);
-  if (o.sample_tokens > 0) {
-    Rng rng(o.seed);
-    const auto prompt = tokenizer->encode(o.prompt);
-    fmt::print("sample: {}", o.prompt);
-    generate(model, prompt,
-             {.max_new_tokens = o.sample_tokens, .temperature = 0.8, .top_k = 40,
-              .stop_token = tokenizer->eot_token()},
-             rng, [&](std::int32_t id) { fmt::print("{}", tokenizer->decode_token(id)); std::fflush(stdout); });
-    fmt::print("\n");
-  }
-  if (!o.export_hf.empty()) {
-    const auto tokenizer_dir = o.tokenizer == "byte" ? std::optional<fs::path>{} : fs::path(o.tokenizer);
-    if constexpr (std::is_same_v<Map, Dense<float>>) {
-      export_hf(o.export_hf, config, model.arena(), tokenizer_dir);
-    } else {
-      auto dense = merged_dense(model);  // structured FFNs multiplied out: a dense GPT-2
-      export_hf(o.export_hf, dense.config(), dense.arena(), tokenizer_dir);
-    }
-    fmt::print("exported Hugging Face GPT-2 folder {}\n", o.export_hf);
-  }
+  print_sample(model, *tokenizer, o);
+  export_model(o, model);
   return 0;
 }
 
-#define BONSAI_TRAIN_INSTANCE(EXTERN, Map) \
-  EXTERN template int train<Map>(const bonsai::Options&, bonsai::GptConfig, bonsai::Communicator&);
+#define BONSAI_TRAIN_INSTANCE(EXTERN, Map)                                                      \
+  EXTERN template int train<Map>(const bonsai::Options&, bonsai::GptConfig, bonsai::Communicator&, \
+                                 const bonsai::RunInputs&);
 BONSAI_TRAIN_INSTANCE(extern, bonsai::Dense<float>)
 BONSAI_TRAIN_INSTANCE(extern, bonsai::LowRank<float>)
 BONSAI_TRAIN_INSTANCE(extern, bonsai::BlockDense<float>)

@@ -5,16 +5,23 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <fmt/core.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include <bonsai/nn/config.hpp>
 #include <bonsai/nn/ffn_structure.hpp>
+#include <bonsai/nn/from_dense.hpp>
 #include <bonsai/nn/gpt.hpp>
+#include <bonsai/nn/premerge.hpp>
+#include <bonsai/nn/sampling.hpp>
 #include <bonsai/train/data_loader.hpp>
+#include <bonsai/train/gpt2_io.hpp>
 #include <bonsai/train/load_tokenizer.hpp>
 
 namespace bonsai {
@@ -29,7 +36,7 @@ struct Options {
   double lr = 6e-4, min_lr_fraction = 0.1, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, clip = 1.0;
   // run
   std::string out = "runs/gpt";
-  std::string init_from, export_hf;
+  std::string init_from, export_hf, export_llmc;
   index_t eval_every = 50, eval_batches = 8, ckpt_every = 0, keep_ckpts = 2, stop_after = 0;
   index_t sample_tokens = 64;
   std::string prompt = "The";
@@ -179,9 +186,14 @@ inline void add_train_options(CLI::App& app, Options& o, GptConfig& c, ModelFlag
   app.add_option("--max-rollbacks", o.max_rollbacks, "rollbacks before the run stops")
       ->capture_default_str();
   app.add_option("--stop-after", o.stop_after, "leave after N steps of this run (resume later)");
-  app.add_option("--init-from,-e", o.init_from, "start from GPT-2 weights: llm.c .bin or Hugging Face folder");
+  app.add_option("--init-from,-e", o.init_from,
+                 "start from GPT-2 weights, an llm.c .bin or a Hugging Face folder: the architecture "
+                 "and vocabulary come from the file, --seq-len its first positions, and --ffn fits "
+                 "its FFNs into that structure");
   app.add_option("--export-hf", o.export_hf,
                  "write a Hugging Face GPT-2 folder at the end (structured FFNs merged to dense)");
+  app.add_option("--export-llmc", o.export_llmc,
+                 "write an llm.c model file (.bin, fp32) at the end (structured FFNs merged to dense)");
   app.add_option("--sample-tokens,-g", o.sample_tokens, "tokens to generate at the end")->capture_default_str();
   app.add_option("--prompt", o.prompt, "prompt of the final sample")->capture_default_str();
   app.add_option("--seed", o.seed, "initialisation, shuffling and sampling seed")->capture_default_str();
@@ -189,22 +201,208 @@ inline void add_train_options(CLI::App& app, Options& o, GptConfig& c, ModelFlag
   app.add_option("--peak-gflops", o.peak_gflops, "this machine's peak, to print utilisation");
 }
 
-/// Completes c from the parsed flags: the enumerations, --ffn-params, the tokenizer's vocabulary;
-/// throws with a sentence when the model is incomplete or inconsistent.
-inline void finish_config(GptConfig& c, const ModelFlags& f, const Options& o) {
-  c.norm = parse_norm(f.norm);
-  c.pos = parse_pos(f.pos);
-  c.act = parse_act(f.act);
-  c.ffn = parse_ffn(f.ffn);
-  c.moe_gating = parse_gating(f.gating);
+/// What a run reads besides its flags, resolved and checked before the first step.
+struct RunInputs {
+  std::optional<ImportedModel> init;  // --init-from, shortened to the run's context
+  std::string init_text;              // what --init-from took from the file, for the start-up lines
+};
+
+namespace detail {
+
+/// Rethrows what `f` throws with "flag value: " in front, so the message names the flag.
+template <class F>
+void naming_flag(std::string_view flag, std::string_view value, F&& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    fail(flag, " ", value, ": ", e.what());
+  }
+}
+
+/// --init-from: the architecture, vocabulary and weights come from the file; --seq-len (at most
+/// the positions it learned; by default the smaller of 256 and those), the FFN structure flags
+/// and --structured-first-ffn from the command line. Shape flags that contradict the file are
+/// refused.
+inline ImportedModel import_init(const CLI::App& app, GptConfig& c, const Options& o,
+                                 std::string& text) {
+  ImportedModel m;
+  naming_flag("--init-from", o.init_from, [&] {
+    const bool llmc = std::filesystem::path(o.init_from).extension() == ".bin";
+    m = llmc ? import_llmc(o.init_from) : import_hf(o.init_from);
+  });
+  const GptConfig& file = m.config;
+  const auto same = [&](const char* flag, auto given, auto held) {
+    BONSAI_CHECK(app.count(flag) == 0 || given == held, "--init-from ", o.init_from,
+                 " holds a model with ", flag, " ", held, ", which ", flag, " ", given,
+                 " contradicts; --init-from takes the architecture from the file (leave the flag out)");
+  };
+  same("--layers", c.n_layer, file.n_layer);
+  same("--d-model", c.d_model, file.d_model);
+  same("--heads", c.n_head, file.n_head);
+  same("--kv-heads", c.kv_heads(), file.kv_heads());
+  same("--attn-dim", c.attention_width(), file.attention_width());
+  same("--ffn-dim", c.ffn_width(), file.ffn_width());
+  same("--norm", std::string(to_string(c.norm)), std::string(to_string(file.norm)));
+  same("--pos", std::string(to_string(c.pos)), std::string(to_string(file.pos)));
+  same("--act", std::string(to_string(c.act)), std::string(to_string(file.act)));
+  BONSAI_CHECK(c.moe_experts == 0, "--moe-experts: --init-from starts from a dense model; make it "
+               "a Mixture-of-Experts model with --grow STEP:upcycle:experts=E");
+  const index_t positions = file.max_seq_len;
+  index_t seq = std::min(c.max_seq_len, positions);  // the default: 256 or fewer
+  if (app.count("--seq-len") > 0) {
+    BONSAI_CHECK(file.pos != PosKind::learned || c.max_seq_len <= positions, "--seq-len ",
+                 c.max_seq_len, " exceeds the ", positions, " positions that the --init-from "
+                 "model ", o.init_from, " learned; train on at most ", positions, " tokens");
+    seq = c.max_seq_len;
+  }
+  shorten_context(m, seq, o.init_from);
+  GptConfig next = m.config;
+  next.ffn = c.ffn;
+  next.rank = c.rank;
+  next.blocks = c.blocks;
+  next.dense_first_ffn = c.dense_first_ffn;
+  c = next;
+  text = fmt::format("--init-from {}: {} layers, d_model {}, {} heads, vocabulary {}, positions 0..{} "
+                     "of its {}", o.init_from, c.n_layer, c.d_model, c.n_head, c.vocab_size, seq - 1,
+                     positions);
+  if (c.ffn != FfnKind::dense)
+    text += fmt::format("; its FFNs fitted to {} by truncated SVD", to_string(c.ffn));
+  return m;
+}
+
+/// The shards `pattern` names: each must hold a batch of B x T tokens, and the first shard's
+/// tokens must lie below `vocab`.
+inline void check_shards(std::string_view flag, const std::string& pattern, index_t B, index_t T,
+                         index_t vocab) {
+  naming_flag(flag, pattern, [&] {
+    DataLoader probe(pattern, {.batch_size = B, .seq_len = T, .vocab_size = vocab});
+    std::vector<std::int32_t> in(std::size_t(B * T)), tgt(in.size());  // (B, T)
+    probe.next_batch(in, tgt);  // reads the first shard: its tokens are checked against vocab
+  });
+}
+
+}  // namespace detail
+
+/// Refuses, with a sentence naming the flag, the export flags (--export-hf, --export-llmc) that
+/// cannot hold `final`, the model the run ends with (structured FFNs are merged to dense).
+inline void check_exports(const Options& o, GptConfig final) {
+  final.ffn = FfnKind::dense;
+  final.rank = final.blocks = 0;
+  if (!o.export_hf.empty()) check_dense_gpt2(final, "--export-hf");
+  if (!o.export_llmc.empty()) check_llmc_config(final, "--export-llmc");
+}
+
+/// Completes c from the parsed flags (the enumerations, --init-from's model, --ffn-params, the
+/// tokenizer's vocabulary) and checks, before anything trains, every flag value and every input
+/// the run reads: shards, tokenizer, init file. Throws with a sentence naming the flag.
+inline RunInputs prepare_run(const CLI::App& app, GptConfig& c, const ModelFlags& f, const Options& o) {
+  const auto at_least = [](const char* flag, index_t v, index_t min) {
+    BONSAI_CHECK(v >= min, flag, " ", v, " must be at least ", min);
+  };
+  at_least("--batch", o.batch, 1);
+  at_least("--steps", o.steps, 1);
+  at_least("--warmup", o.warmup, 0);
+  BONSAI_CHECK(o.warmup < o.steps, "--warmup ", o.warmup, " must be smaller than --steps ", o.steps,
+               " (the learning rate warms up, then decays over the remaining steps)");
+  at_least("--eval-every", o.eval_every, 0);
+  at_least("--eval-batches", o.eval_batches, 1);
+  at_least("--ckpt-every", o.ckpt_every, 0);
+  at_least("--keep-ckpts", o.keep_ckpts, 1);
+  at_least("--stop-after", o.stop_after, 0);
+  at_least("--sample-tokens", o.sample_tokens, 0);
+  BONSAI_CHECK(std::isfinite(o.lr) && o.lr > 0, "--lr ", o.lr, " must be a positive number");
+  BONSAI_CHECK(o.min_lr_fraction >= 0 && o.min_lr_fraction <= 1, "--min-lr-fraction ",
+               o.min_lr_fraction, " must lie in [0, 1]");
+  BONSAI_CHECK(o.clip >= 0 && o.weight_decay >= 0, "--clip ", o.clip, " and --weight-decay ",
+               o.weight_decay, " must not be negative");
+  BONSAI_CHECK(o.beta2 > 0 && o.beta2 < 1, "--beta2 ", o.beta2, " must lie in (0, 1)");
+
+  detail::naming_flag("--norm", f.norm, [&] { c.norm = parse_norm(f.norm); });
+  detail::naming_flag("--pos", f.pos, [&] { c.pos = parse_pos(f.pos); });
+  detail::naming_flag("--act", f.act, [&] { c.act = parse_act(f.act); });
+  detail::naming_flag("--ffn", f.ffn, [&] { c.ffn = parse_ffn(f.ffn); });
+  detail::naming_flag("--moe-gating", f.gating, [&] { c.moe_gating = parse_gating(f.gating); });
+  RunInputs in;
+  if (!o.init_from.empty()) in.init = detail::import_init(app, c, o, in.init_text);
   if (f.ffn_params > 0) set_ffn_params_fraction(c, f.ffn_params);
   const bool needs_rank = c.ffn == FfnKind::lowrank || c.ffn == FfnKind::blockdense;
   const bool needs_blocks = c.ffn == FfnKind::blockdense || c.ffn == FfnKind::blockshuffle;
   BONSAI_CHECK((!needs_rank || c.rank > 0) && (!needs_blocks || c.blocks > 0), "--ffn ", f.ffn,
                " needs ", needs_rank ? "--rank R" : "", needs_rank && needs_blocks ? " and " : "",
                needs_blocks ? "--blocks B" : "", ", or --ffn-params 0.63 | 0.32 to choose them");
-  c.vocab_size = load_tokenizer(o.tokenizer)->vocab_size();
+  std::shared_ptr<const Tokenizer> tokenizer;
+  detail::naming_flag("--tokenizer", o.tokenizer, [&] { tokenizer = load_tokenizer(o.tokenizer); });
+  const std::int32_t vocab = tokenizer->vocab_size();
+  BONSAI_CHECK(o.sample_tokens == 0 || !tokenizer->encode(o.prompt).empty(), "--prompt \"", o.prompt,
+               "\" holds no token; the final sample continues a prompt of at least one (or set "
+               "--sample-tokens 0)");
+  if (in.init) {
+    BONSAI_CHECK(c.vocab_size == vocab, "--tokenizer ", o.tokenizer, " has a vocabulary of ", vocab,
+                 " tokens but the --init-from model ", o.init_from, " has ", c.vocab_size,
+                 "; use the tokenizer it was trained with");
+  }
+  c.vocab_size = vocab;
   c.validate();
+  detail::check_shards("--train", o.train, o.batch, c.max_seq_len, c.vocab_size);
+  detail::check_shards("--val", o.val, o.batch, c.max_seq_len, c.vocab_size);
+  return in;
+}
+
+/// Loads --init-from's weights into `model`, fitting a structured FFN to the dense one
+/// (nn/from_dense.hpp) when the model has one.
+template <class SU, class SD>
+void load_init(Gpt<SU, SD>& model, const ImportedModel& init, const std::string& origin) {
+  using T = scalar_of<SU>;
+  if constexpr (std::is_same_v<SU, Dense<T>> && std::is_same_v<SD, Dense<T>>) {
+    copy_into(model.arena(), init.tensors, origin);
+  } else {
+    Gpt<Dense<T>, Dense<T>> dense(init.config);
+    copy_into(dense.arena(), init.tensors, origin);
+    fit_from_dense(dense, model);
+  }
+}
+
+/// --sample-tokens tokens after --prompt (temperature 0.8, top-k 40, seed --seed), printed as
+/// they come.
+template <class SU, class SD>
+void print_sample(Gpt<SU, SD>& model, const Tokenizer& tokenizer, const Options& o) {
+  if (o.sample_tokens == 0) return;
+  Rng rng(o.seed);
+  const std::vector<std::int32_t> prompt = tokenizer.encode(o.prompt);
+  fmt::print("sample: {}", o.prompt);
+  generate(model, prompt,
+           {.max_new_tokens = o.sample_tokens, .temperature = 0.8, .top_k = 40,
+            .stop_token = tokenizer.eot_token()},
+           rng, [&](std::int32_t id) {
+             fmt::print("{}", tokenizer.decode_token(id));
+             std::fflush(stdout);
+           });
+  fmt::print("\n");
+}
+
+/// --export-hf and --export-llmc: the trained model, its structured FFNs merged to dense
+/// (check_exports refused at start-up what these formats cannot hold).
+template <class SU, class SD>
+void export_model(const Options& o, Gpt<SU, SD>& model) {
+  if (o.export_hf.empty() && o.export_llmc.empty()) return;
+  const auto write = [&](const GptConfig& c, const ParamArena<float>& arena) {
+    if (!o.export_hf.empty()) {
+      const auto tokenizer_dir = o.tokenizer == "byte" ? std::optional<std::filesystem::path>{}
+                                                       : std::filesystem::path(o.tokenizer);
+      export_hf(o.export_hf, c, arena, tokenizer_dir);
+      fmt::print("exported Hugging Face GPT-2 folder {}\n", o.export_hf);
+    }
+    if (!o.export_llmc.empty()) {
+      export_llmc(o.export_llmc, c, arena);
+      fmt::print("exported llm.c model file {}\n", o.export_llmc);
+    }
+  };
+  if constexpr (std::is_same_v<SU, Dense<float>> && std::is_same_v<SD, Dense<float>>) {
+    write(model.config(), model.arena());
+  } else {
+    auto dense = merged_dense(model);  // structured FFNs multiplied out: a dense GPT-2
+    write(dense.config(), dense.arena());
+  }
 }
 
 /// Mean validation loss over `batches` batches read from the start of the validation shards.

@@ -89,3 +89,36 @@ TEST_CASE("gpt io: a model of another shape is refused with the tensor named") {
   CHECK_THROWS_AS(copy_into(other.arena(), import_llmc(file).tensors, file.string()), Error);
   fs::remove(file);
 }
+
+TEST_CASE("gpt io: a checkpoint shortened to a context of T tokens has the loss of its first T positions") {
+  GptConfig c = tiny_gpt2();
+  c.max_seq_len = 64;  // the file's positions
+  DenseGpt model(c);
+  Rng rng(8);
+  model.init(rng);
+  for (const bool llmc : {true, false}) {
+    CAPTURE(llmc);
+    const fs::path path = scratch(llmc ? "long.bin" : "long_hf");
+    if (llmc) export_llmc(path, c, model.arena());
+    else export_hf(path, c, model.arena());
+    ImportedModel imported = llmc ? import_llmc(path) : import_hf(path);
+    shorten_context(imported, 16, path.string());
+    CHECK(imported.config.max_seq_len == 16);
+    DenseGpt shorter(imported.config);
+    copy_into(shorter.arena(), imported.tensors, path.string());
+    std::vector<std::int32_t> in(2 * 16), tgt(2 * 16);  // (B, T) = (2, 16)
+    for (std::size_t i = 0; i < in.size(); ++i) {
+      in[i] = std::int32_t(rng.uniform() * double(c.vocab_size));
+      tgt[i] = std::int32_t(rng.uniform() * double(c.vocab_size));
+    }
+    DenseGpt::Context a, b;
+    const double full = model.forward(a, TokenBatch{in.data(), tgt.data(), 2, 16});
+    const double cut = shorter.forward(b, TokenBatch{in.data(), tgt.data(), 2, 16});
+    CHECK(cut == full);
+    // A longer context than the file learned is refused with both numbers.
+    ImportedModel again = llmc ? import_llmc(path) : import_hf(path);
+    CHECK_THROWS_WITH(shorten_context(again, 65, path.string()),
+                      doctest::Contains("a context of 65 tokens is not within the 1 to 64 positions"));
+    fs::remove_all(path);
+  }
+}

@@ -61,6 +61,16 @@ inline void check_dense_gpt2(const GptConfig& c, std::string_view what) {
                " moe_experts=", c.moe_experts);
 }
 
+/// Throws unless `c` fits an llm.c model file: a dense GPT-2 with the FFN width 4 d_model and
+/// the LayerNorm epsilon 1e-5 that llm.c fixes.
+inline void check_llmc_config(const GptConfig& c, std::string_view what) {
+  check_dense_gpt2(c, what);
+  BONSAI_CHECK(c.ffn_width() == 4 * c.d_model, what, ": llm.c fixes the FFN width at 4 d_model = ",
+               4 * c.d_model, " but this model has ", c.ffn_width());
+  BONSAI_CHECK(c.norm_eps == 1e-5, what, ": llm.c fixes the LayerNorm epsilon at 1e-5 but this "
+               "model uses ", c.norm_eps);
+}
+
 /// The parameters of a dense GPT-2 under bonsai's names, in llm.c's order within a layer.
 inline std::vector<ParamInfo> gpt2_parameters(const GptConfig& c) {
   const index_t C = c.d_model, F = c.ffn_width();
@@ -322,15 +332,28 @@ inline ImportedModel import_llmc(const std::filesystem::path& path) {
   return m;
 }
 
+/// Keeps the first `seq_len` rows of m's learned position table, so the model runs on a context
+/// of seq_len tokens exactly as on the first seq_len positions of its own; `origin` names the
+/// source in the error when seq_len exceeds the positions it learned.
+inline void shorten_context(ImportedModel& m, index_t seq_len, std::string_view origin) {
+  const index_t have = m.config.max_seq_len;
+  BONSAI_CHECK(seq_len >= 1 && seq_len <= have, origin, ": a context of ", seq_len,
+               " tokens is not within the 1 to ", have, " positions the model learned");
+  if (seq_len == have) return;
+  m.config.max_seq_len = seq_len;
+  auto it = m.tensors.find("wpe");  // (positions, d_model); none with rotary positions
+  if (it == m.tensors.end()) return;
+  NamedTensor& wpe = it->second;
+  wpe.shape[0] = seq_len;
+  wpe.data.resize(std::size_t(seq_len * wpe.shape[1]));
+}
+
 /// Writes `arena` (a dense GPT-2 of config `c`) as an llm.c version 3 (fp32) model file, the
 /// vocabulary padded with zero rows to Vp = V rounded up to a multiple of 128. Atomic.
 inline void export_llmc(const std::filesystem::path& path, const GptConfig& c,
                         const ParamArena<float>& arena) {
+  check_llmc_config(c, "export_llmc");
   detail::check_gpt2_arena(c, arena, "export_llmc");
-  BONSAI_CHECK(c.ffn_width() == 4 * c.d_model, "export_llmc: llm.c fixes the FFN width at 4 d_model = ",
-               4 * c.d_model, " but this model has ", c.ffn_width());
-  BONSAI_CHECK(c.norm_eps == 1e-5, "export_llmc: llm.c fixes the LayerNorm epsilon at 1e-5 but "
-               "this model uses ", c.norm_eps);
   const index_t Vp = (c.vocab_size + 127) / 128 * 128;
   for (index_t v : {c.max_seq_len, Vp, c.n_layer, c.n_head, c.d_model})
     BONSAI_CHECK(v <= std::numeric_limits<std::int32_t>::max(), "export_llmc: ", v,
