@@ -22,7 +22,6 @@ namespace {
 
 using namespace bonsai;
 using T = float;
-using cpu::AttentionShape;
 
 struct Buffers {
   Matrix<T> qkv, out, dout, dqkv;  // (B*T, A + 2KV), (B*T, A), (B*T, A), (B*T, A + 2KV)

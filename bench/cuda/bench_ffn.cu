@@ -151,8 +151,8 @@ void run_gemm(benchmark::State& state, index_t m, index_t k, index_t n, index_t 
   fill_random(b.view(), 12, 1.0f);
   EventTimer timer;
   auto step = [&] {
-    cuda::gemm<T>(1.0f, MatrixView<const T, Device>(a.view()), cuda::Op::N, MatrixView<const T, Device>(b.view()),
-                  cuda::Op::T, 0.0f, c.view());
+    cuda::gemm<T>(1.0f, MatrixView<const T, Device>(a.view()), Op::N, MatrixView<const T, Device>(b.view()),
+                  Op::T, 0.0f, c.view());
   };
   for (int i = 0; i < 3; ++i) timer.seconds(step);
   double total = 0;

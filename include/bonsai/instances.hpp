@@ -29,8 +29,8 @@
 /// Eigen's GEMM behind cpu::gemm (backend/cpu/gemm.hpp) for scalar type T.
 #define BONSAI_GEMM_INSTANCES(EXTERN, T)                                                          \
   EXTERN template void ::bonsai::cpu::detail::gemm_eigen<T>(                                      \
-      T, const ::bonsai::MatrixView<const T, ::bonsai::Host>&, ::bonsai::cpu::Op,                 \
-      const ::bonsai::MatrixView<const T, ::bonsai::Host>&, ::bonsai::cpu::Op, T,                 \
+      T, const ::bonsai::MatrixView<const T, ::bonsai::Host>&, ::bonsai::Op,                 \
+      const ::bonsai::MatrixView<const T, ::bonsai::Host>&, ::bonsai::Op, T,                 \
       const ::bonsai::MatrixView<T, ::bonsai::Host>&);
 
 /// The scalar kernels, float and double: the SVD initialisers and Eigen's GEMM.

@@ -19,7 +19,6 @@
 namespace {
 
 using namespace bonsai;
-using cpu::AttentionShape;
 
 #define SKIP_WITHOUT_DEVICE()           \
   if (!bonsai::cuda::available()) {             \

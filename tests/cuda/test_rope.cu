@@ -21,7 +21,6 @@
 namespace bonsai {
 namespace {
 
-using cuda::AttentionShape;
 
 #define SKIP_WITHOUT_DEVICE()           \
   if (!cuda::available()) {             \

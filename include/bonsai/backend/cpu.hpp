@@ -10,3 +10,4 @@
 #include "cpu/self_guided.hpp"
 #include "cpu/shuffle.hpp"
 #include "lowering.hpp"
+#include "cpu/ops.hpp"

@@ -17,8 +17,6 @@
 #include <vector>
 
 #include "../backend/cpu.hpp"
-#include "../backend/cpu/attention.hpp"
-#include "../backend/cpu/rope.hpp"
 #include "../core/rng.hpp"
 #include "../structured/init.hpp"
 #include "arena.hpp"
@@ -35,9 +33,9 @@ class Attention {
     bonsai::Context<Dense<T>, Host> qkv_ctx, proj_ctx;
     Workspace<T> qkv;    // (N, A + 2KV), after RoPE
     Workspace<T> out;    // (N, A), heads side by side
-    Workspace<T> probs;  // softmax probabilities, saved for backward
+    AttentionState<T> state;  // what the attention kernel saves for backward
     Workspace<T> dqkv, dout;
-    cpu::AttentionShape shape{};
+    AttentionShape shape{};
     const T* mask = nullptr;  // (A + 2KV) or null, the forward's q, k, v mask
     // Kept heads: the qkv rows they read, and compact weights, biases, gradients and mask.
     std::vector<index_t> kept, rows;  // (k), (3 k hd)
@@ -48,7 +46,7 @@ class Attention {
       : m_width(c.d_model), m_heads(c.n_head), m_kv_heads(c.kv_heads()), m_head_dim(c.head_dim()),
         m_rope(c.pos == PosKind::rope), m_qkv(c.d_model, c.attention_width() + 2 * c.kv_width()),
         m_proj(c.attention_width(), c.d_model) {
-    if (m_rope) m_table = cpu::RopeTable<T>(c.max_seq_len, m_head_dim, c.rope_base);
+    if (m_rope) m_table = RopeTable<T>(c.max_seq_len, m_head_dim, c.rope_base);
   }
 
   void declare(ParamArena<T>& arena, const std::string& prefix) {
@@ -75,11 +73,11 @@ class Attention {
     ctx.mask = mask;
     ctx.kept.assign(kept.begin(), kept.end());
     if (kept.empty()) {
-      ctx.shape = cpu::AttentionShape{batch, seq, m_heads, m_kv_heads, m_head_dim};
+      ctx.shape = AttentionShape{batch, seq, m_heads, m_kv_heads, m_head_dim};
       return run_forward(full(arena.values()), ctx, x, y);
     }
     const index_t k = index_t(kept.size());
-    ctx.shape = cpu::AttentionShape{batch, seq, k, k, m_head_dim};
+    ctx.shape = AttentionShape{batch, seq, k, k, m_head_dim};
     kept_rows(ctx);
     const Compact c = compact(k);
     T* v = ctx.kept_values.reserve(c.size);
@@ -144,15 +142,15 @@ class Attention {
   /// to the keys and values in `cache` (which grows by n). Nothing is saved for backward.
   void decode(ParamArena<T>& arena, Context& ctx, const MatrixView<const T, Host>& x,
               const MatrixView<T, Host>& y, index_t batch, index_t n, index_t pos,
-              cpu::KvCache<T>& cache, const T* mask = nullptr) const {
-    const cpu::AttentionShape shape{batch, n, m_heads, m_kv_heads, m_head_dim};
+              KvCache<T>& cache, const T* mask = nullptr) const {
+    const AttentionShape shape{batch, n, m_heads, m_kv_heads, m_head_dim};
     const auto qkv = ctx.qkv.matrix(x.rows(), m_qkv.out_features());  // (B*n, A + 2KV)
     bonsai::forward(arena.bind_values(m_qkv, m_qkv_off), x, qkv, ctx.qkv_ctx,
                     epilogue::Bias<T>{vec(arena.values(), m_qkv_bias, m_qkv.out_features())});
     if (mask) detail::mask_columns(qkv, mask);
-    if (m_rope) cpu::rope_forward(qkv, shape, m_table, pos);
+    if (m_rope) Ops<Host>::rope_forward<T>(qkv, shape, m_table, pos);
     const auto out = ctx.out.matrix(x.rows(), m_proj.in_features());  // (B*n, A)
-    cpu::attention_decode(shape, MatrixView<const T, Host>(qkv), pos, cache, out);
+    Ops<Host>::attention_decode<T>(shape, MatrixView<const T, Host>(qkv), pos, cache, out);
     bonsai::forward(arena.bind_values(m_proj, m_proj_off), MatrixView<const T, Host>(out), y,
                     ctx.proj_ctx, epilogue::Bias<T>{vec(arena.values(), m_proj_bias, m_width)});
   }
@@ -271,9 +269,9 @@ class Attention {
     const auto qkv = ctx.qkv.matrix(n, b.qkv.out_features());  // (N, A + 2KV)
     bonsai::forward(b.qkv, x, qkv, ctx.qkv_ctx, epilogue::Bias<T>{b.qkv_bias});
     if (ctx.mask) detail::mask_columns(qkv, ctx.mask);
-    if (m_rope) cpu::rope_forward(qkv, ctx.shape, m_table, index_t(0));
+    if (m_rope) Ops<Host>::rope_forward<T>(qkv, ctx.shape, m_table, index_t(0));
     const auto out = ctx.out.matrix(n, b.proj.in_features());  // (N, A)
-    cpu::attention_forward(ctx.shape, MatrixView<const T, Host>(qkv), out, ctx.probs);
+    Ops<Host>::attention_forward<T>(ctx.shape, MatrixView<const T, Host>(qkv), out, ctx.state);
     bonsai::forward(b.proj, MatrixView<const T, Host>(out), y, ctx.proj_ctx,
                     epilogue::Bias<T>{b.proj_bias});
   }
@@ -286,9 +284,9 @@ class Attention {
                      epilogue::Bias<T>{b.proj_bias, g.proj_bias});
     const auto dqkv = ctx.dqkv.matrix(n, b.qkv.out_features());  // (N, A + 2KV)
     const auto qkv = ctx.qkv.matrix(n, b.qkv.out_features());
-    cpu::attention_backward(ctx.shape, MatrixView<const T, Host>(qkv), ctx.probs,
-                            MatrixView<const T, Host>(dout), dqkv);
-    if (m_rope) cpu::rope_backward(dqkv, ctx.shape, m_table, index_t(0));
+    Ops<Host>::attention_backward<T>(ctx.shape, MatrixView<const T, Host>(qkv), ctx.state,
+                                     MatrixView<const T, Host>(dout), dqkv);
+    if (m_rope) Ops<Host>::rope_backward<T>(dqkv, ctx.shape, m_table, index_t(0));
     if (ctx.mask) detail::mask_columns(dqkv, ctx.mask);
     bonsai::backward(b.qkv, ctx.qkv_ctx, MatrixView<const T, Host>(dqkv), dx, g.qkv,
                      epilogue::Bias<T>{b.qkv_bias, g.qkv_bias});
@@ -315,7 +313,7 @@ class Attention {
   index_t m_width, m_heads, m_kv_heads, m_head_dim;
   bool m_rope;
   Dense<T> m_qkv, m_proj;
-  cpu::RopeTable<T> m_table;
+  RopeTable<T> m_table;
   index_t m_qkv_off = 0, m_qkv_bias = 0, m_proj_off = 0, m_proj_bias = 0;
 };
 

@@ -85,7 +85,7 @@ class Block {
   /// Decoding step: y = block(x) for n new tokens per sequence at positions [pos, pos + n).
   void decode(ParamArena<T>& arena, Context& ctx, const MatrixView<const T, Host>& x,
               const MatrixView<T, Host>& y, index_t batch, index_t n, index_t pos,
-              cpu::KvCache<T>& cache, const BlockMask<T>& mask = {}) const {
+              KvCache<T>& cache, const BlockMask<T>& mask = {}) const {
     const index_t rows = x.rows(), d = x.cols();
     const auto a = ctx.a.matrix(rows, d), r = ctx.r.matrix(rows, d), m = ctx.m.matrix(rows, d);
     const auto branch = ctx.tmp.matrix(rows, d);  // (B*n, d)

@@ -5,7 +5,7 @@
 
 #include <cstdint>
 
-#include "../backend/cpu/embedding.hpp"
+#include "../backend/cpu.hpp"
 #include "../core/rng.hpp"
 #include "arena.hpp"
 
@@ -30,14 +30,14 @@ class Embedding {
   /// y (B*T, C) = embedding of tokens (B*T) at positions pos0 + t.
   void forward(ParamArena<T>& arena, const std::int32_t* tokens, index_t batch, index_t seq,
                index_t pos0, const MatrixView<T, Host>& y) const {
-    cpu::embedding_forward<T>(tokens, batch, seq, pos0, wte(arena),
-                              m_max_seq ? wpe(arena) : MatrixView<T, Host>{}, y);
+    Ops<Host>::embedding_forward<T>(tokens, batch, seq, pos0, wte(arena),
+                                    m_max_seq ? wpe(arena) : MatrixView<T, Host>{}, y);
   }
   /// dwte, dwpe += scatter of dy (B*T, C).
   void backward(ParamArena<T>& arena, const std::int32_t* tokens, index_t batch, index_t seq,
                 const MatrixView<const T, Host>& dy) const {
-    cpu::embedding_backward<T>(tokens, batch, seq, dy, grad(arena, m_wte, m_vocab),
-                               m_max_seq ? grad(arena, m_wpe, m_max_seq) : MatrixView<T, Host>{});
+    Ops<Host>::embedding_backward<T>(tokens, batch, seq, dy, grad(arena, m_wte, m_vocab),
+                                     m_max_seq ? grad(arena, m_wpe, m_max_seq) : MatrixView<T, Host>{});
   }
 
   /// The token table (V, C), shared with the output head.

@@ -18,7 +18,7 @@
 #include <span>
 #include <vector>
 
-#include "../backend/cpu/cross_entropy.hpp"
+#include "../backend/cpu.hpp"
 #include "block.hpp"
 #include "embedding.hpp"
 
@@ -71,7 +71,7 @@ class Gpt {
 
   /// Key/value caches of every layer for incremental decoding.
   struct DecodeState {
-    std::vector<cpu::KvCache<T>> caches;  // one per layer
+    std::vector<KvCache<T>> caches;  // one per layer
     index_t length = 0;                   // positions decoded so far
     Context ctx;                          // scratch
   };
@@ -290,8 +290,8 @@ double Gpt<Up, Down>::forward(Context& ctx, const TokenBatch& b, T grad_scale,
   const auto xf = ctx.xf.matrix(n, m_config.d_model);
   const auto logits = ctx.logits.matrix(n, v);  // (N, V)
   const auto wte = m_embed.wte(m_arena);
-  cpu::gemm(T(1), MatrixView<const T, Host>(xf), cpu::Op::N, MatrixView<const T, Host>(wte),
-            cpu::Op::T, T(0), logits);
+  Ops<Host>::gemm<T>(T(1), MatrixView<const T, Host>(xf), Op::N, MatrixView<const T, Host>(wte),
+                     Op::T, T(0), logits);
   if (!b.targets) return std::nan("");
   index_t valid = 0;
   for (index_t i = 0; i < n; ++i) valid += b.targets[i] >= 0;
@@ -300,16 +300,16 @@ double Gpt<Up, Down>::forward(Context& ctx, const TokenBatch& b, T grad_scale,
   const T aux_weight = grad ? grad_scale * T(m_config.moe_aux_loss) : T(0);
   if (m_first) ctx.first->aux_weight = aux_weight;
   for (auto& c : ctx.blocks) c.aux_weight = aux_weight;
-  const double sum = cpu::softmax_cross_entropy(logits, b.targets, grad, scale);
+  const double sum = Ops<Host>::softmax_cross_entropy<T>(logits, b.targets, grad, scale);
   ctx.has_grad = grad;
   if (grad) {
     // d(wte) += dlogits^T xf (V, d) unless the embeddings are frozen; then d(xf) = dlogits wte
     // (N, d) replaces xf.
     if (m_frozen == 0)
-      cpu::gemm(T(1), MatrixView<const T, Host>(logits), cpu::Op::T,
-                MatrixView<const T, Host>(xf), cpu::Op::N, T(1), m_embed.dwte(m_arena));
-    cpu::gemm(T(1), MatrixView<const T, Host>(logits), cpu::Op::N,
-              MatrixView<const T, Host>(wte), cpu::Op::N, T(0), xf);
+      Ops<Host>::gemm<T>(T(1), MatrixView<const T, Host>(logits), Op::T,
+                         MatrixView<const T, Host>(xf), Op::N, T(1), m_embed.dwte(m_arena));
+    Ops<Host>::gemm<T>(T(1), MatrixView<const T, Host>(logits), Op::N,
+                       MatrixView<const T, Host>(wte), Op::N, T(0), xf);
   }
   return valid ? sum / double(valid) : std::nan("");
 }
@@ -355,8 +355,8 @@ auto Gpt<Up, Down>::decode(DecodeState& st, const std::int32_t* tokens, index_t 
   const auto xf = ctx.xf.matrix(batch, d);
   m_ln_f.forward(m_arena, ctx.ln_f, MatrixView<const T, Host>(last), xf, residual_mask());
   const auto logits = ctx.logits.matrix(batch, m_config.vocab_size);  // (B, V)
-  cpu::gemm(T(1), MatrixView<const T, Host>(xf), cpu::Op::N,
-            MatrixView<const T, Host>(m_embed.wte(m_arena)), cpu::Op::T, T(0), logits);
+  Ops<Host>::gemm<T>(T(1), MatrixView<const T, Host>(xf), Op::N,
+                     MatrixView<const T, Host>(m_embed.wte(m_arena)), Op::T, T(0), logits);
   return logits;
 }
 

@@ -250,7 +250,7 @@ class Moe {
     const Dense<T> rv = router(arena), rg = arena.bind_grads(m_router, m_router_off);
     const MatrixView<const T, Host> dzc(dz);
     bonsai::backward(rv, ctx.router, dzc, MatrixView<T, Host>{}, rg);
-    cpu::gemm(T(1), dzc, cpu::Op::N, MatrixView<const T, Host>(rv.weight()), cpu::Op::N, T(1), dx);
+    Ops<Host>::gemm<T>(T(1), dzc, Op::N, MatrixView<const T, Host>(rv.weight()), Op::N, T(1), dx);
   }
 
   index_t width() const noexcept { return m_router.in_features(); }

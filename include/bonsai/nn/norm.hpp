@@ -6,7 +6,7 @@
 
 #include <string>
 
-#include "../backend/cpu/norm.hpp"
+#include "../backend/cpu.hpp"
 #include "arena.hpp"
 #include "config.hpp"
 
@@ -18,7 +18,7 @@ class Norm {
   struct Context {
     MatrixView<const T, Host> x;  // (N, C), the caller's input, kept for backward
     const T* mask = nullptr;      // (C) or null, the forward's mask
-    cpu::NormState<T> state;
+    NormState<T> state;
   };
 
   Norm() = default;
@@ -41,9 +41,9 @@ class Norm {
     ctx.mask = mask;
     const T* w = arena.values() + m_w;
     if (m_kind == NormKind::layernorm)
-      cpu::layernorm_forward(x, w, arena.values() + m_b, y, m_eps, ctx.state, mask);
+      Ops<Host>::layernorm_forward<T>(x, w, arena.values() + m_b, y, m_eps, ctx.state, mask);
     else
-      cpu::rmsnorm_forward(x, w, y, m_eps, ctx.state, mask);
+      Ops<Host>::rmsnorm_forward<T>(x, w, y, m_eps, ctx.state, mask);
   }
 
   /// dx += (or =) dL/dx from dy (N, C); parameter gradients +=.
@@ -52,10 +52,10 @@ class Norm {
     const T* w = arena.values() + m_w;
     T* dw = arena.grads() + m_w;
     if (m_kind == NormKind::layernorm)
-      cpu::layernorm_backward(dy, ctx.x, w, dx, dw, arena.grads() + m_b, accumulate, ctx.state,
-                              ctx.mask);
+      Ops<Host>::layernorm_backward<T>(dy, ctx.x, w, dx, dw, arena.grads() + m_b, accumulate,
+                                       ctx.state, ctx.mask);
     else
-      cpu::rmsnorm_backward(dy, ctx.x, w, dx, dw, accumulate, ctx.state, ctx.mask);
+      Ops<Host>::rmsnorm_backward<T>(dy, ctx.x, w, dx, dw, accumulate, ctx.state, ctx.mask);
   }
 
   index_t width() const noexcept { return m_width; }

@@ -11,7 +11,6 @@
 #include <vector>
 
 using namespace bonsai;
-using cpu::AttentionShape;
 
 namespace {
 

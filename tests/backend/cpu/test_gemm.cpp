@@ -6,8 +6,8 @@ using namespace bonsai;
 
 namespace {
 template <class T>
-T at(const MatrixView<const T>& a, cpu::Op op, index_t i, index_t j) {
-  return op == cpu::Op::N ? a(i, j) : a(j, i);
+T at(const MatrixView<const T>& a, Op op, index_t i, index_t j) {
+  return op == Op::N ? a(i, j) : a(j, i);
 }
 }  // namespace
 
@@ -15,11 +15,11 @@ TEST_CASE_TEMPLATE("gemm matches the definition", T, float, double) {
   Rng rng(91);
   // The second shape (m >= 4n, n small) takes oneDNN's transpose-B path.
   for (auto [m, n, k] : {std::tuple<index_t, index_t, index_t>{37, 29, 45}, {300, 20, 50}})
-  for (auto opa : {cpu::Op::N, cpu::Op::T})
-    for (auto opb : {cpu::Op::N, cpu::Op::T})
+  for (auto opa : {Op::N, Op::T})
+    for (auto opb : {Op::N, Op::T})
       for (T beta : {T(0), T(1), T(0.5)}) {
-        const index_t ar = opa == cpu::Op::N ? m : k, ac = opa == cpu::Op::N ? k : m;
-        const index_t br = opb == cpu::Op::N ? k : n, bc = opb == cpu::Op::N ? n : k;
+        const index_t ar = opa == Op::N ? m : k, ac = opa == Op::N ? k : m;
+        const index_t br = opb == Op::N ? k : n, bc = opb == Op::N ? n : k;
         auto abuf = test::random_matrix<T>(ar, ac + 3, rng);  // ld = cols + 3
         auto bbuf = test::random_matrix<T>(br, bc + 5, rng);
         auto cbuf = test::random_matrix<T>(m, n + 2, rng);
@@ -43,13 +43,13 @@ TEST_CASE("gemm with beta = 0 ignores NaNs already in C") {
   auto a = test::random_matrix<float>(8, 8, rng), b = test::random_matrix<float>(8, 8, rng);
   Matrix<float> c(8, 8);
   as_eigen(c).setConstant(NAN);
-  cpu::gemm(1.0f, a.view(), cpu::Op::N, b.view(), cpu::Op::N, 0.0f, c.view());
+  cpu::gemm(1.0f, a.view(), Op::N, b.view(), Op::N, 0.0f, c.view());
   CHECK(as_eigen(c).allFinite());
 }
 
 TEST_CASE("gemm names both shapes on a mismatch") {
   Matrix<float> a(4, 5), b(6, 3), c(4, 3);
-  CHECK_THROWS_WITH_AS(cpu::gemm(1.0f, a.view(), cpu::Op::N, b.view(), cpu::Op::N, 0.0f, c.view()),
+  CHECK_THROWS_WITH_AS(cpu::gemm(1.0f, a.view(), Op::N, b.view(), Op::N, 0.0f, c.view()),
                        doctest::Contains("op(A) has shape (4, 5) and op(B) has shape (6, 3)"), Error);
   CHECK(std::string(cpu::gemm_library()) == (BONSAI_USE_ONEDNN ? "oneDNN" : "Eigen"));
 }

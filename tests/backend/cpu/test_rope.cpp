@@ -10,7 +10,6 @@
 #include <cstring>
 
 using namespace bonsai;
-using cpu::AttentionShape;
 
 namespace {
 

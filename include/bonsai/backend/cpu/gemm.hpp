@@ -9,6 +9,7 @@
 
 #include "../../core/eigen.hpp"
 #include "../../core/tensor.hpp"
+#include "../ops.hpp"
 #include "transpose.hpp"
 
 #if !defined(BONSAI_USE_ONEDNN)
@@ -19,9 +20,6 @@
 #endif
 
 namespace bonsai::cpu {
-
-/// Whether to transpose a GEMM operand.
-enum class Op { N, T };
 
 /// The library behind float GEMMs in this build: "oneDNN" or "Eigen".
 inline const char* gemm_library() noexcept { return BONSAI_USE_ONEDNN ? "oneDNN" : "Eigen"; }

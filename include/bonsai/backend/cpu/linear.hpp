@@ -56,7 +56,7 @@ struct Lowering<Dense<T, I, O>, Host> {
                       Context<T>& ctx, const Epi& epi) {
     ctx.x = x;
     const auto acc = cpu::accumulator(epi, y, ctx.epi);  // (T, out)
-    cpu::gemm(T(1), x, cpu::Op::N, f.weight(), cpu::Op::T, T(0), acc);
+    cpu::gemm(T(1), x, Op::N, f.weight(), Op::T, T(0), acc);
     cpu::epilogue_forward(epi, MatrixView<const T, Host>(acc), RowLayout::identity(), y, ctx.epi);
   }
 
@@ -65,8 +65,8 @@ struct Lowering<Dense<T, I, O>, Host> {
                        const MatrixView<T, Host>& dx, const Map& grads, const Epi& epi) {
     const auto g = cpu::epilogue_backward(epi, dy, RowLayout::identity(),
                                           cpu::dacc_target(epi, dy.rows(), dy.cols(), ctx.epi), ctx.epi);
-    cpu::gemm(T(1), g, cpu::Op::T, ctx.x, cpu::Op::N, T(1), grads.weight());  // (out, in)
-    if (!dx.empty()) cpu::gemm(T(1), g, cpu::Op::N, f.weight(), cpu::Op::N, T(0), dx);
+    cpu::gemm(T(1), g, Op::T, ctx.x, Op::N, T(1), grads.weight());  // (out, in)
+    if (!dx.empty()) cpu::gemm(T(1), g, Op::N, f.weight(), Op::N, T(0), dx);
   }
 };
 
@@ -81,9 +81,9 @@ struct Lowering<LowRank<T, I, O>, Host> {
                       Context<T>& ctx, const Epi& epi) {
     ctx.x = x;
     const auto h = ctx.h[0].matrix(x.rows(), f.rank());  // (T, R)
-    cpu::gemm(T(1), x, cpu::Op::N, f.v(), cpu::Op::T, T(0), h);
+    cpu::gemm(T(1), x, Op::N, f.v(), Op::T, T(0), h);
     const auto acc = cpu::accumulator(epi, y, ctx.epi);  // (T, out)
-    cpu::gemm(T(1), h, cpu::Op::N, f.u(), cpu::Op::T, T(0), acc);
+    cpu::gemm(T(1), h, Op::N, f.u(), Op::T, T(0), acc);
     cpu::epilogue_forward(epi, MatrixView<const T, Host>(acc), RowLayout::identity(), y, ctx.epi);
   }
 
@@ -94,12 +94,12 @@ struct Lowering<LowRank<T, I, O>, Host> {
     const auto g = cpu::epilogue_backward(epi, dy, RowLayout::identity(),
                                           cpu::dacc_target(epi, tokens, dy.cols(), ctx.epi), ctx.epi);
     const MatrixView<const T, Host> h(ctx.h[0].matrix(tokens, f.rank()));  // (T, R)
-    cpu::gemm(T(1), g, cpu::Op::T, h, cpu::Op::N, T(1), grads.u());          // dU (out, R)
+    cpu::gemm(T(1), g, Op::T, h, Op::N, T(1), grads.u());          // dU (out, R)
     const auto dh = ctx.dh[0].matrix(tokens, f.rank());                      // (T, R)
-    cpu::gemm(T(1), g, cpu::Op::N, f.u(), cpu::Op::N, T(0), dh);
-    cpu::gemm(T(1), dh, cpu::Op::T, ctx.x, cpu::Op::N, T(1), grads.v());  // dV (R, in)
+    cpu::gemm(T(1), g, Op::N, f.u(), Op::N, T(0), dh);
+    cpu::gemm(T(1), dh, Op::T, ctx.x, Op::N, T(1), grads.v());  // dV (R, in)
     if (!dx.empty())
-      cpu::gemm(T(1), dh, cpu::Op::N, f.v(), cpu::Op::N, T(0), dx);
+      cpu::gemm(T(1), dh, Op::N, f.v(), Op::N, T(0), dx);
   }
 };
 
@@ -116,8 +116,8 @@ struct Lowering<BlockDiag<T, I, O>, Host> {
     const auto acc = cpu::accumulator(epi, y, ctx.epi);  // (T, out)
     const index_t p = f.block_in(), s = f.block_out();
     for (index_t i = 0; i < f.blocks(); ++i)  // acc_i (T, s) = x_i (T, p) W_i^T
-      cpu::gemm(T(1), columns(x, i * p, p), cpu::Op::N, f.block(i),
-                cpu::Op::T, T(0), columns(acc, i * s, s));
+      cpu::gemm(T(1), columns(x, i * p, p), Op::N, f.block(i),
+                Op::T, T(0), columns(acc, i * s, s));
     cpu::epilogue_forward(epi, MatrixView<const T, Host>(acc), RowLayout::identity(), y, ctx.epi);
   }
 
@@ -129,9 +129,9 @@ struct Lowering<BlockDiag<T, I, O>, Host> {
     const index_t p = f.block_in(), s = f.block_out();
     for (index_t i = 0; i < f.blocks(); ++i) {
       const auto gi = columns(g, i * s, s);  // (T, s)
-      cpu::gemm(T(1), gi, cpu::Op::T, columns(ctx.x, i * p, p), cpu::Op::N, T(1), grads.block(i));
+      cpu::gemm(T(1), gi, Op::T, columns(ctx.x, i * p, p), Op::N, T(1), grads.block(i));
       if (!dx.empty())
-        cpu::gemm(T(1), gi, cpu::Op::N, f.block(i), cpu::Op::N, T(0), columns(dx, i * p, p));
+        cpu::gemm(T(1), gi, Op::N, f.block(i), Op::N, T(0), columns(dx, i * p, p));
     }
   }
 };

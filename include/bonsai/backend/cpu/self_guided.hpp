@@ -40,7 +40,7 @@ struct Lowering<SelfGuided<S>, Host> {
     const T a(ctx.alpha);
     const auto acc = cpu::accumulator(epi, y, ctx.epi);  // (T, out)
     Lowering<S, Host>::forward(f.structured(), x, acc, ctx.structured, epilogue::None{});
-    cpu::gemm(a, x, cpu::Op::N, f.guide().weight(), cpu::Op::T, T(1) - a, acc);
+    cpu::gemm(a, x, Op::N, f.guide().weight(), Op::T, T(1) - a, acc);
     cpu::epilogue_forward(epi, MatrixView<const T, Host>(acc), RowLayout::identity(), y, ctx.epi);
   }
 
@@ -59,8 +59,8 @@ struct Lowering<SelfGuided<S>, Host> {
     as_eigen(gs) = (T(1) - a) * as_eigen(g);
     Lowering<S, Host>::backward(f.structured(), ctx.structured, MatrixView<const T, Host>(gs), dx,
                                 grads.structured(), epilogue::None{});
-    cpu::gemm(a, g, cpu::Op::T, ctx.x, cpu::Op::N, T(1), grads.guide().weight());  // dW (out, in)
-    if (!dx.empty()) cpu::gemm(a, g, cpu::Op::N, f.guide().weight(), cpu::Op::N, T(1), dx);
+    cpu::gemm(a, g, Op::T, ctx.x, Op::N, T(1), grads.guide().weight());  // dW (out, in)
+    if (!dx.empty()) cpu::gemm(a, g, Op::N, f.guide().weight(), Op::N, T(1), dx);
   }
 };
 

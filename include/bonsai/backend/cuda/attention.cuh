@@ -36,14 +36,11 @@
 #include <type_traits>
 
 #include "../../core/tensor.hpp"
-#include "../cpu/attention.hpp"
+#include "../attention_shape.hpp"
 #include "memory.cuh"
 #include "runtime.cuh"
 
 namespace bonsai::cuda {
-
-/// The CPU backend's sizes: batch B, sequence T, query heads Hq, kv heads Hkv, head width hd.
-using AttentionShape = cpu::AttentionShape;
 
 /// What attention_forward keeps for attention_backward (the Workspace overloads).
 template <class T>

@@ -15,12 +15,11 @@
 #include <unordered_map>
 
 #include "../../core/view.hpp"
+#include "../ops.hpp"
 #include "memory.cuh"
 #include "runtime.cuh"
 
 namespace bonsai::cuda {
-
-enum class Op { N, T };
 
 /// Strided batch: `count` GEMMs, the i-th over A + i stride_a, B + i stride_b, C + i stride_c
 /// (strides in elements; the views describe batch 0).

@@ -49,7 +49,7 @@ struct Lowering<Dense<T, I, O>, Device> {
     ctx.x = x;
     const auto w = f.template weight<Device>();  // (out, in)
     cuda::gemm_with_epilogue(epi, y, ctx.epi, 0, [&](const MatrixView<T, Device>& acc, const cuda::GemmEpilogue& e) {
-      return cuda::gemm<T>(1.0f, x, cuda::Op::N, w, cuda::Op::T, 0.0f, acc, {}, e);
+      return cuda::gemm<T>(1.0f, x, Op::N, w, Op::T, 0.0f, acc, {}, e);
     });
   }
 
@@ -58,8 +58,8 @@ struct Lowering<Dense<T, I, O>, Device> {
                        const MatrixView<T, Device>& dx, const Map& grads, const Epi& epi) {
     const auto g = cuda::epilogue_backward(epi, dy, RowLayout::identity(),
                                            cuda::dacc_target(epi, dy.rows(), dy.cols(), ctx.epi), ctx.epi);
-    cuda::gemm<T>(1.0f, g, cuda::Op::T, ctx.x, cuda::Op::N, 1.0f, grads.template weight<Device>());  // (out, in)
-    if (!dx.empty()) cuda::gemm<T>(1.0f, g, cuda::Op::N, f.template weight<Device>(), cuda::Op::N, 0.0f, dx);
+    cuda::gemm<T>(1.0f, g, Op::T, ctx.x, Op::N, 1.0f, grads.template weight<Device>());  // (out, in)
+    if (!dx.empty()) cuda::gemm<T>(1.0f, g, Op::N, f.template weight<Device>(), Op::N, 0.0f, dx);
   }
 };
 
@@ -74,10 +74,10 @@ struct Lowering<LowRank<T, I, O>, Device> {
                       Context<T>& ctx, const Epi& epi) {
     ctx.x = x;
     const auto h = ctx.h[0].matrix(x.rows(), f.rank());  // (T, R)
-    cuda::gemm<T>(1.0f, x, cuda::Op::N, f.template v<Device>(), cuda::Op::T, 0.0f, h);
+    cuda::gemm<T>(1.0f, x, Op::N, f.template v<Device>(), Op::T, 0.0f, h);
     const auto u = f.template u<Device>();  // (out, R)
     cuda::gemm_with_epilogue(epi, y, ctx.epi, 0, [&](const MatrixView<T, Device>& acc, const cuda::GemmEpilogue& e) {
-      return cuda::gemm<T>(1.0f, h, cuda::Op::N, u, cuda::Op::T, 0.0f, acc, {}, e);
+      return cuda::gemm<T>(1.0f, h, Op::N, u, Op::T, 0.0f, acc, {}, e);
     });
   }
 
@@ -88,11 +88,11 @@ struct Lowering<LowRank<T, I, O>, Device> {
     const auto g = cuda::epilogue_backward(epi, dy, RowLayout::identity(),
                                            cuda::dacc_target(epi, tokens, dy.cols(), ctx.epi), ctx.epi);
     const MatrixView<const T, Device> h(ctx.h[0].matrix(tokens, f.rank()));  // (T, R)
-    cuda::gemm<T>(1.0f, g, cuda::Op::T, h, cuda::Op::N, 1.0f, grads.template u<Device>());  // dU (out, R)
+    cuda::gemm<T>(1.0f, g, Op::T, h, Op::N, 1.0f, grads.template u<Device>());  // dU (out, R)
     const auto dh = ctx.dh[0].matrix(tokens, f.rank());                                    // (T, R)
-    cuda::gemm<T>(1.0f, g, cuda::Op::N, f.template u<Device>(), cuda::Op::N, 0.0f, dh);
-    cuda::gemm<T>(1.0f, dh, cuda::Op::T, ctx.x, cuda::Op::N, 1.0f, grads.template v<Device>());  // dV (R, in)
-    if (!dx.empty()) cuda::gemm<T>(1.0f, dh, cuda::Op::N, f.template v<Device>(), cuda::Op::N, 0.0f, dx);
+    cuda::gemm<T>(1.0f, g, Op::N, f.template u<Device>(), Op::N, 0.0f, dh);
+    cuda::gemm<T>(1.0f, dh, Op::T, ctx.x, Op::N, 1.0f, grads.template v<Device>());  // dV (R, in)
+    if (!dx.empty()) cuda::gemm<T>(1.0f, dh, Op::N, f.template v<Device>(), Op::N, 0.0f, dx);
   }
 };
 
@@ -109,7 +109,7 @@ struct Lowering<BlockDiag<T, I, O>, Device> {
     const index_t p = f.block_in(), s = f.block_out(), B = f.blocks();
     const auto w0 = f.template block<Device>(0);  // (s, p); block i at + i s p
     cuda::gemm_with_epilogue(epi, y, ctx.epi, s, [&](const MatrixView<T, Device>& acc, const cuda::GemmEpilogue& e) {
-      return cuda::gemm<T>(1.0f, columns(x, 0, p), cuda::Op::N, w0, cuda::Op::T, 0.0f, columns(acc, 0, s),
+      return cuda::gemm<T>(1.0f, columns(x, 0, p), Op::N, w0, Op::T, 0.0f, columns(acc, 0, s),
                            cuda::Batch{B, p, s * p, s}, e);
     });
   }
@@ -121,11 +121,11 @@ struct Lowering<BlockDiag<T, I, O>, Device> {
                                            cuda::dacc_target(epi, dy.rows(), dy.cols(), ctx.epi), ctx.epi);
     const index_t p = f.block_in(), s = f.block_out(), B = f.blocks();
     // dW_i (s, p) += g_i^T x_i
-    cuda::gemm<T>(1.0f, columns(g, 0, s), cuda::Op::T, columns(ctx.x, 0, p), cuda::Op::N, 1.0f,
+    cuda::gemm<T>(1.0f, columns(g, 0, s), Op::T, columns(ctx.x, 0, p), Op::N, 1.0f,
                   grads.template block<Device>(0), cuda::Batch{B, s, p, s * p});
     // dx_i (T, p) = g_i W_i
     if (!dx.empty())
-      cuda::gemm<T>(1.0f, columns(g, 0, s), cuda::Op::N, f.template block<Device>(0), cuda::Op::N, 0.0f,
+      cuda::gemm<T>(1.0f, columns(g, 0, s), Op::N, f.template block<Device>(0), Op::N, 0.0f,
                     columns(dx, 0, p), cuda::Batch{B, s, s * p, p});
   }
 };

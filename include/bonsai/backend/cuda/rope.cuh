@@ -23,7 +23,7 @@
 #include <type_traits>
 
 #include "../../core/tensor.hpp"
-#include "../cpu/attention.hpp"
+#include "../attention_shape.hpp"
 #include "../cpu/rope.hpp"
 #include "vector.cuh"
 #include "error.cuh"
@@ -31,9 +31,6 @@
 #include "runtime.cuh"
 
 namespace bonsai::cuda {
-
-/// The CPU backend's sizes: batch B, sequence T, query heads Hq, kv heads Hkv, head width hd.
-using AttentionShape = cpu::AttentionShape;
 
 /// cos and sin of every rotation angle on the device, (max_T, hd/2) float each:
 /// angle(p, i) = p · base^(−2i/hd), computed in double on the host (the CPU RopeTable's formula)

@@ -55,7 +55,7 @@ struct Lowering<SelfGuided<S>, Device> {
     MatrixView<T, Device> acc = y;  // (T, out); the pre-activation buffer when GELU follows
     if constexpr (epilogue::has_gelu<Epi>) acc = ctx.epi.pre.matrix(y.rows(), y.cols());
     Lowering<S, Device>::forward(f.structured(), x, acc, ctx.structured, epilogue::None{});
-    cuda::gemm<T>(a, x, cuda::Op::N, f.guide().template weight<Device>(), cuda::Op::T, 1.0f - a, acc);
+    cuda::gemm<T>(a, x, Op::N, f.guide().template weight<Device>(), Op::T, 1.0f - a, acc);
     cuda::epilogue_forward(epi, MatrixView<const T, Device>(acc), RowLayout::identity(), y, ctx.epi);
   }
 
@@ -79,8 +79,8 @@ struct Lowering<SelfGuided<S>, Device> {
     }
     Lowering<S, Device>::backward(f.structured(), ctx.structured, MatrixView<const T, Device>(gs), dx,
                                   grads.structured(), epilogue::None{});
-    cuda::gemm<T>(a, g, cuda::Op::T, ctx.x, cuda::Op::N, 1.0f, grads.guide().template weight<Device>());  // dW
-    if (!dx.empty()) cuda::gemm<T>(a, g, cuda::Op::N, f.guide().template weight<Device>(), cuda::Op::N, 1.0f, dx);
+    cuda::gemm<T>(a, g, Op::T, ctx.x, Op::N, 1.0f, grads.guide().template weight<Device>());  // dW
+    if (!dx.empty()) cuda::gemm<T>(a, g, Op::N, f.guide().template weight<Device>(), Op::N, 1.0f, dx);
   }
 };
 

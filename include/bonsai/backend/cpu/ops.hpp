@@ -1,0 +1,107 @@
+// bonsai/backend/cpu/ops.hpp — Ops<Host>: the op seam (backend/ops.hpp) on the CPU, each op one
+// call of this backend's kernel (norm.hpp, embedding.hpp, rope.hpp, attention.hpp,
+// cross_entropy.hpp, gemm.hpp), with the same arguments and results.
+#pragma once
+
+#include "../ops.hpp"
+#include "attention.hpp"
+#include "cross_entropy.hpp"
+#include "embedding.hpp"
+#include "gemm.hpp"
+#include "norm.hpp"
+#include "rope.hpp"
+
+namespace bonsai {
+
+template <>
+struct Ops<Host> {
+  template <class T>
+  using NormState = cpu::NormState<T>;
+  template <class T>
+  using RopeTable = cpu::RopeTable<T>;
+  /// The softmax probabilities (B, Hq, T, T), kept for backward.
+  template <class T>
+  using AttentionState = Workspace<T, Host>;
+  template <class T>
+  using KvCache = cpu::KvCache<T>;
+
+  template <class T>
+  static void embedding_forward(const std::int32_t* tok, index_t batch, index_t seq, index_t pos0,
+                                const MatrixView<const T, Host>& wte,
+                                const MatrixView<const T, Host>& wpe, const MatrixView<T, Host>& y) {
+    cpu::embedding_forward<T>(tok, batch, seq, pos0, wte, wpe, y);
+  }
+  template <class T>
+  static void embedding_backward(const std::int32_t* tok, index_t batch, index_t seq,
+                                 const MatrixView<const T, Host>& dy, const MatrixView<T, Host>& dwte,
+                                 const MatrixView<T, Host>& dwpe) {
+    cpu::embedding_backward<T>(tok, batch, seq, dy, dwte, dwpe);
+  }
+
+  template <class T>
+  static void layernorm_forward(const MatrixView<const T, Host>& x, const T* w, const T* b,
+                                const MatrixView<T, Host>& y, T eps, NormState<T>& st,
+                                const T* mask) {
+    cpu::layernorm_forward(x, w, b, y, eps, st, mask);
+  }
+  template <class T>
+  static void layernorm_backward(const MatrixView<const T, Host>& dy,
+                                 const MatrixView<const T, Host>& x, const T* w,
+                                 const MatrixView<T, Host>& dx, T* dw, T* db, bool accumulate_dx,
+                                 NormState<T>& st, const T* mask) {
+    cpu::layernorm_backward(dy, x, w, dx, dw, db, accumulate_dx, st, mask);
+  }
+  template <class T>
+  static void rmsnorm_forward(const MatrixView<const T, Host>& x, const T* w,
+                              const MatrixView<T, Host>& y, T eps, NormState<T>& st, const T* mask) {
+    cpu::rmsnorm_forward(x, w, y, eps, st, mask);
+  }
+  template <class T>
+  static void rmsnorm_backward(const MatrixView<const T, Host>& dy, const MatrixView<const T, Host>& x,
+                               const T* w, const MatrixView<T, Host>& dx, T* dw, bool accumulate_dx,
+                               NormState<T>& st, const T* mask) {
+    cpu::rmsnorm_backward(dy, x, w, dx, dw, accumulate_dx, st, mask);
+  }
+
+  template <class T>
+  static void rope_forward(const MatrixView<T, Host>& qkv, const AttentionShape& shape,
+                           const RopeTable<T>& table, index_t pos) {
+    cpu::rope_forward(qkv, shape, table, pos);
+  }
+  template <class T>
+  static void rope_backward(const MatrixView<T, Host>& dqkv, const AttentionShape& shape,
+                            const RopeTable<T>& table, index_t pos) {
+    cpu::rope_backward(dqkv, shape, table, pos);
+  }
+
+  template <class T>
+  static void attention_forward(const AttentionShape& shape, const MatrixView<const T, Host>& qkv,
+                                const MatrixView<T, Host>& out, AttentionState<T>& state) {
+    cpu::attention_forward<T>(shape, qkv, out, state);
+  }
+  template <class T>
+  static void attention_backward(const AttentionShape& shape, const MatrixView<const T, Host>& qkv,
+                                 const AttentionState<T>& state, const MatrixView<const T, Host>& dout,
+                                 const MatrixView<T, Host>& dqkv) {
+    cpu::attention_backward<T>(shape, qkv, state, dout, dqkv);
+  }
+  template <class T>
+  static void attention_decode(const AttentionShape& shape, const MatrixView<const T, Host>& qkv_new,
+                               index_t pos, KvCache<T>& cache, const MatrixView<T, Host>& out) {
+    cpu::attention_decode<T>(shape, qkv_new, pos, cache, out);
+  }
+
+  template <class T>
+  static double softmax_cross_entropy(const MatrixView<T, Host>& logits, const std::int32_t* targets,
+                                      bool grad, T scale) {
+    return cpu::softmax_cross_entropy(logits, targets, grad, scale);
+  }
+
+  template <class T>
+  static void gemm(T alpha, const MatrixView<const T, Host>& a, Op opa,
+                   const MatrixView<const T, Host>& b, Op opb, T beta, const MatrixView<T, Host>& c) {
+    cpu::gemm<T>(alpha, a, opa, b, opb, beta, c);
+  }
+};
+
+}  // namespace bonsai
