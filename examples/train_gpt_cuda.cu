@@ -39,14 +39,13 @@ namespace {
 namespace fs = std::filesystem;
 
 /// The flags only train_gpt implements, each with the value that means "off".
-void reject_cpu_only(const Options& o, const GptConfig& c) {
+void reject_cpu_only(const Options& o) {
   const auto refuse = [](bool used, const char* what) {
     BONSAI_CHECK(!used, "train_gpt_cuda: ", what, " runs on the CPU only for now; use train_gpt");
   };
   refuse(o.sgt != "off", "--sgt (self-guided training)");
   refuse(!o.grow.empty(), "--grow (model growth)");
   refuse(o.sat_rate > 0 || !o.sat_ladder.empty(), "--sat-rate (sparsity-accelerated training)");
-  refuse(c.moe_experts > 0, "--moe-experts (Mixture-of-Experts layers)");
   refuse(o.on_divergence != "stop", "--on-divergence rollback");
   const char* size = std::getenv("OMPI_COMM_WORLD_SIZE");
   if (!size) size = std::getenv("PMI_SIZE");
@@ -188,13 +187,20 @@ int train(const Options& o, GptConfig config, const RunInputs& inputs) {
     log.log_train(m);
     console.train(m);
     const index_t done = step + 1;
-    // The checkpoint first: nothing after it (an evaluation) can lose the step.
-    if ((o.ckpt_every > 0 && done % o.ckpt_every == 0) || done == end) save(done);
+    // The evaluation's line precedes the checkpoint (a resume continues after both); an
+    // evaluation that fails still leaves the step's checkpoint behind.
+    const bool checkpoint = (o.ckpt_every > 0 && done % o.ckpt_every == 0) || done == end;
     if ((o.eval_every > 0 && done % o.eval_every == 0) || done == o.steps) {
-      val_loss = validate();
+      try {
+        val_loss = validate();
+      } catch (...) {
+        if (checkpoint) save(done);
+        throw;
+      }
       log.log_val(done, val_loss, train_flops);
       console.val(done, val_loss);
     }
+    if (checkpoint) save(done);
   }
   console.clear();
 
@@ -229,8 +235,9 @@ int main(int argc, char** argv) {
   app.add_option("--precision", precision, "bf16 (fp32 master weights) | fp32 | tf32")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   try {
-    reject_cpu_only(o, c);
+    reject_cpu_only(o);
     const RunInputs inputs = prepare_run(app, c, flags, o);  // every flag and file, checked
+    require_support<Device>(c, "train_gpt_cuda");
     check_exports(o, c);
     BONSAI_CHECK(precision == "bf16" || precision == "fp32" || precision == "tf32",
                  "--precision: expected bf16, fp32 or tf32, got '", precision, "'");

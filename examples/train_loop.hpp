@@ -621,17 +621,24 @@ int train(const Options& o, GptConfig config, Communicator& comm, const RunInput
       console.clear();
       release(done);
     }
-    // The checkpoint first: nothing after it (an evaluation) can lose the step.
-    if ((o.ckpt_every > 0 && done % o.ckpt_every == 0) || done == end) save(done);
+    // The evaluation's line precedes the checkpoint (a resume continues after both); an
+    // evaluation that fails still leaves the step's checkpoint behind.
+    const bool checkpoint = (o.ckpt_every > 0 && done % o.ckpt_every == 0) || done == end;
     if (root && ((o.eval_every > 0 && done % o.eval_every == 0) || done == plan.total_steps)) {
-      val_loss = with_model([&](auto& model) {
-        if constexpr (std::is_same_v<std::remove_cvref_t<decltype(model)>, Guided>)
-          set_guides(model, plan.schedule.alpha(done));  // evaluate the deterministic blend
-        return evaluate(model, context(model), o, T, config.vocab_size);
-      });
+      try {
+        val_loss = with_model([&](auto& model) {
+          if constexpr (std::is_same_v<std::remove_cvref_t<decltype(model)>, Guided>)
+            set_guides(model, plan.schedule.alpha(done));  // evaluate the deterministic blend
+          return evaluate(model, context(model), o, T, config.vocab_size);
+        });
+      } catch (...) {
+        if (checkpoint) save(done);
+        throw;
+      }
       log->log_val(done, val_loss, train_flops);
       console.val(done, val_loss);
     }
+    if (checkpoint) save(done);
   }
   console.clear();
 

@@ -149,3 +149,38 @@ TEST_CASE("Ops<Host>: softmax cross-entropy and GEMM") {
   cpu::gemm<float>(2.0f, c(x), Op::N, c(w), Op::T, 1.0f, y2.view());
   CHECK(same(y1, y2));
 }
+
+TEST_CASE("Ops<Host>: residual adds, column scaling, GELU and SwiGLU") {
+  Rng rng(5);
+  const index_t N = 5, C = 8;
+  const Matrix<float> x = random(N, C, rng), b = random(N, C, rng), g = random(N, C, rng),
+                      dh = random(N, C, rng), col = random(1, C, rng);
+  Matrix<float> y1(N, C), y2(N, C);
+  Ops_::add<float>(c(x), c(b), y1.view());
+  cpu::add<float>(c(x), c(b), y2.view());
+  CHECK(same(y1, y2));
+  Ops_::add_scaled<float>(c(x), c(b), col.data(), y1.view());
+  cpu::add_scaled<float>(c(x), c(b), col.data(), y2.view());
+  CHECK(same(y1, y2));
+  Ops_::scaled_columns<float>(c(x), col.data(), y1.view());
+  cpu::scaled_columns<float>(c(x), col.data(), y2.view());
+  CHECK(same(y1, y2));
+  Ops_::scale_columns<float>(y1.view(), col.data());
+  cpu::scale_columns<float>(y2.view(), col.data());
+  CHECK(same(y1, y2));
+  Ops_::gelu_forward<float>(c(x), y1.view());
+  cpu::gelu_forward<float>(c(x), y2.view());
+  CHECK(same(y1, y2));
+  CHECK(y1(2, 3) == epilogue::gelu(x(2, 3)));
+  Ops_::gelu_backward<float>(c(dh), c(x), y1.view());
+  cpu::gelu_backward<float>(c(dh), c(x), y2.view());
+  CHECK(same(y1, y2));
+  Ops_::swiglu_forward<float>(c(g), c(x), y1.view());
+  cpu::swiglu_forward<float>(c(g), c(x), y2.view());
+  CHECK(same(y1, y2));
+  Matrix<float> dg1(N, C), dg2(N, C);
+  Ops_::swiglu_backward<float>(c(dh), c(g), c(x), dg1.view(), y1.view());
+  cpu::swiglu_backward<float>(c(dh), c(g), c(x), dg2.view(), y2.view());
+  CHECK(same(y1, y2));
+  CHECK(same(dg1, dg2));
+}

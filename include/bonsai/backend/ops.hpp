@@ -15,6 +15,10 @@
 //   attention_decode(shape, qkv_new, pos, cache, out)       n new tokens against a KV cache
 //   softmax_cross_entropy(logits, targets, grad, scale)     summed loss; logits <- scale dL/dlogits
 //   gemm(alpha, a, opa, b, opb, beta, c)                    c = alpha op(a) op(b) + beta c
+//   add(x, b, y), add_scaled(x, b, c, y)                    y = x + b, y = x + b diag(c)
+//   scaled_columns(x, c, y), scale_columns(y, c)            y = x diag(c), y <- y diag(c)
+//   gelu_forward(u, h), gelu_backward(dh, u, du)            h = gelu(u), du = dh gelu'(u)
+//   swiglu_forward(g, u, h), swiglu_backward(dh, g, u, dg, du)   h = silu(g) u
 // and the state types below. A mask argument (the growth masks of nn/growth_mask.hpp) may be
 // null; a space whose kernels take no mask refuses a non-null one with a sentence.
 #pragma once

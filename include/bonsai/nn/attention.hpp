@@ -147,7 +147,7 @@ class Attention {
     const auto qkv = ctx.qkv.matrix(x.rows(), m_qkv.out_features());  // (B*n, A + 2KV)
     bonsai::forward(arena.bind_values(m_qkv, m_qkv_off), x, qkv, ctx.qkv_ctx,
                     epilogue::Bias<T>{vec(arena.values(), m_qkv_bias, m_qkv.out_features())});
-    if (mask) detail::mask_columns(qkv, mask);
+    if (mask) Ops<Host>::scale_columns<T>(qkv, mask);
     if (m_rope) Ops<Host>::rope_forward<T>(qkv, shape, m_table, pos);
     const auto out = ctx.out.matrix(x.rows(), m_proj.in_features());  // (B*n, A)
     Ops<Host>::attention_decode<T>(shape, MatrixView<const T, Host>(qkv), pos, cache, out);
@@ -268,7 +268,7 @@ class Attention {
     const index_t n = x.rows();
     const auto qkv = ctx.qkv.matrix(n, b.qkv.out_features());  // (N, A + 2KV)
     bonsai::forward(b.qkv, x, qkv, ctx.qkv_ctx, epilogue::Bias<T>{b.qkv_bias});
-    if (ctx.mask) detail::mask_columns(qkv, ctx.mask);
+    if (ctx.mask) Ops<Host>::scale_columns<T>(qkv, ctx.mask);
     if (m_rope) Ops<Host>::rope_forward<T>(qkv, ctx.shape, m_table, index_t(0));
     const auto out = ctx.out.matrix(n, b.proj.in_features());  // (N, A)
     Ops<Host>::attention_forward<T>(ctx.shape, MatrixView<const T, Host>(qkv), out, ctx.state);
@@ -287,7 +287,7 @@ class Attention {
     Ops<Host>::attention_backward<T>(ctx.shape, MatrixView<const T, Host>(qkv), ctx.state,
                                      MatrixView<const T, Host>(dout), dqkv);
     if (m_rope) Ops<Host>::rope_backward<T>(dqkv, ctx.shape, m_table, index_t(0));
-    if (ctx.mask) detail::mask_columns(dqkv, ctx.mask);
+    if (ctx.mask) Ops<Host>::scale_columns<T>(dqkv, ctx.mask);
     bonsai::backward(b.qkv, ctx.qkv_ctx, MatrixView<const T, Host>(dqkv), dx, g.qkv,
                      epilogue::Bias<T>{b.qkv_bias, g.qkv_bias});
   }

@@ -137,21 +137,17 @@ class Block {
   const Attention<T>& attention() const noexcept { return m_attn; }
 
  private:
-  /// The mask c (d) as a row to scale rows by.
-  static auto row(const T* c, index_t d) { return Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>>(c, d); }
   /// y = x + c branch (c null: 1), in one pass.
   static void add_branch(const MatrixView<const T, Host>& x, const MatrixView<T, Host>& branch,
                          const MatrixView<T, Host>& y, const T* c) {
-    if (c)
-      as_eigen(y).array() = as_eigen(x).array() + as_eigen(branch).array().rowwise() * row(c, x.cols());
-    else
-      as_eigen(y) = as_eigen(x) + as_eigen(branch);
+    if (c) Ops<Host>::add_scaled<T>(x, branch, c, y);
+    else Ops<Host>::add<T>(x, branch, y);
   }
   /// d(branch) = c dres (dres itself without a branch mask).
   static MatrixView<const T, Host> branch_grad(Context& ctx, const MatrixView<T, Host>& dres) {
     if (!ctx.mask.branch) return MatrixView<const T, Host>(dres);
     const auto g = ctx.dbranch.matrix(dres.rows(), dres.cols());  // (N, d)
-    as_eigen(g).array() = as_eigen(dres).array().rowwise() * row(ctx.mask.branch, dres.cols());
+    Ops<Host>::scaled_columns<T>(dres, ctx.mask.branch, g);
     return MatrixView<const T, Host>(g);
   }
 

@@ -334,7 +334,7 @@ auto Gpt<Up, Down>::decode(DecodeState& st, const std::int32_t* tokens, index_t 
   ctx.res.resize(2);
   auto x = ctx.res[0].matrix(rows, d), y = ctx.res[1].matrix(rows, d);  // (B*n, d)
   m_embed.forward(m_arena, tokens, batch, n, pos, x);
-  if (!m_mask_res.empty()) detail::mask_columns(x, m_mask_res.data());
+  if (!m_mask_res.empty()) Ops<Host>::scale_columns<T>(x, m_mask_res.data());
   index_t l = 0;
   if (m_first) {
     m_first->decode(m_arena, *ctx.first, MatrixView<const T, Host>(x), y, batch, n, pos,
@@ -374,7 +374,7 @@ void Gpt<Up, Down>::backward(Context& ctx) {
     m_blocks[i].backward(m_arena, ctx.blocks[i], dres);
   if (m_frozen > 0) return;  // the frozen layers and embeddings need no gradient
   if (m_first) m_first->backward(m_arena, *ctx.first, dres);
-  if (ctx.embed_mask) detail::mask_columns(dres, ctx.embed_mask);
+  if (ctx.embed_mask) Ops<Host>::scale_columns<T>(dres, ctx.embed_mask);
   m_embed.backward(m_arena, ctx.inputs.data(), ctx.batch, ctx.seq, MatrixView<const T, Host>(dres));
 }
 
@@ -395,7 +395,7 @@ void Gpt<Up, Down>::forward_trunk(Context& ctx, const TokenBatch& b,
   ctx.res.resize(layers + 1);
   m_embed.forward(m_arena, b.inputs, b.batch, b.seq, 0, ctx.res[0].matrix(n, d));
   ctx.embed_mask = residual_mask();
-  if (ctx.embed_mask) detail::mask_columns(ctx.res[0].matrix(n, d), ctx.embed_mask);
+  if (ctx.embed_mask) Ops<Host>::scale_columns<T>(ctx.res[0].matrix(n, d), ctx.embed_mask);
   index_t l = 0;
   if (m_first) {
     m_first->forward(m_arena, *ctx.first, MatrixView<const T, Host>(ctx.res[0].matrix(n, d)),

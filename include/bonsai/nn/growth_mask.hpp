@@ -14,7 +14,6 @@
 #include <vector>
 
 #include "../core/tensor.hpp"
-#include "../core/parallel.hpp"
 
 namespace bonsai {
 
@@ -39,19 +38,5 @@ struct BlockMask {
   const T* qkv = nullptr;       // (A + 2 KV): q, k, v columns
   const T* ffn = nullptr;       // (F): the activation's input
 };
-
-namespace detail {
-
-/// y(r, j) *= c[j] for every row of y (N, C).
-template <class T>
-void mask_columns(const MatrixView<T, Host>& y, const T* c) {
-  const index_t n = y.rows(), w = y.cols();
-  parallel_for(n, [&](index_t r) {
-    T* row = y.data() + r * y.ld();
-    for (index_t j = 0; j < w; ++j) row[j] *= c[j];
-  }, w);
-}
-
-}  // namespace detail
 
 }  // namespace bonsai

@@ -290,19 +290,16 @@ class Mlp {
     if (m_act == ActKind::gelu && mask) {  // unfused: u = c (up(x) + b) is kept for backward
       const auto u = ctx.u.matrix(n, f);  // (N, F)
       bonsai::forward(b.up, x, u, ctx.up, epilogue::Bias<T>{b_up});
-      detail::mask_columns(u, mask);
-      parallel_for(n * f, [&](index_t i) { h.data()[i] = epilogue::gelu(u.data()[i]); });
+      Ops<Host>::scale_columns<T>(u, mask);
+      Ops<Host>::gelu_forward<T>(u, h);
     } else if (m_act == ActKind::gelu) {
       bonsai::forward(b.up, x, h, ctx.up, epilogue::BiasGelu<T>{b_up});
     } else {
       const auto u = ctx.u.matrix(n, f), g = ctx.g.matrix(n, f);  // (N, F)
       bonsai::forward(b.up, x, u, ctx.up, epilogue::Bias<T>{b_up});
       bonsai::forward(b.gate, x, g, ctx.gate, epilogue::Bias<T>{b_gate});
-      if (mask) detail::mask_columns(g, mask);
-      parallel_for(n * f, [&](index_t i) {
-        const T a = g.data()[i];
-        h.data()[i] = a / (T(1) + std::exp(-a)) * u.data()[i];
-      });
+      if (mask) Ops<Host>::scale_columns<T>(g, mask);
+      Ops<Host>::swiglu_forward<T>(g, u, h);
     }
     bonsai::forward(b.down, MatrixView<const T, Host>(h), y, ctx.down, epilogue::Bias<T>{b_down});
   }
@@ -316,10 +313,8 @@ class Mlp {
     bonsai::backward(b.down, ctx.down, dy, dh, g.down, epilogue::Bias<T>{b_down, g.b_down});
     if (m_act == ActKind::gelu && ctx.mask) {
       const auto u = ctx.u.matrix(n, f), du = ctx.du.matrix(n, f);  // (N, F)
-      parallel_for(n * f, [&](index_t i) {
-        du.data()[i] = dh.data()[i] * epilogue::gelu_grad(u.data()[i]);
-      });
-      detail::mask_columns(du, ctx.mask);
+      Ops<Host>::gelu_backward<T>(dh, u, du);
+      Ops<Host>::scale_columns<T>(du, ctx.mask);
       bonsai::backward(b.up, ctx.up, MatrixView<const T, Host>(du), dx, g.up,
                        epilogue::Bias<T>{b_up, g.b_up});
       return;
@@ -331,18 +326,14 @@ class Mlp {
     }
     const auto u = ctx.u.matrix(n, f), gt = ctx.g.matrix(n, f);     // (N, F)
     const auto du = ctx.du.matrix(n, f), dg = ctx.dg.matrix(n, f);  // (N, F)
-    parallel_for(n * f, [&](index_t i) {
-      const T a = gt.data()[i], s = T(1) / (T(1) + std::exp(-a)), d = dh.data()[i];
-      du.data()[i] = d * a * s;
-      dg.data()[i] = d * u.data()[i] * s * (T(1) + a * (T(1) - s));
-    });
-    if (ctx.mask) detail::mask_columns(dg, ctx.mask);
+    Ops<Host>::swiglu_backward<T>(dh, gt, u, dg, du);
+    if (ctx.mask) Ops<Host>::scale_columns<T>(dg, ctx.mask);
     bonsai::backward(b.up, ctx.up, MatrixView<const T, Host>(du), dx, g.up,
                      epilogue::Bias<T>{b_up, g.b_up});
     const auto dx2 = ctx.dx2.matrix(n, width());  // (N, d)
     bonsai::backward(b.gate, ctx.gate, MatrixView<const T, Host>(dg), dx2, g.gate,
                      epilogue::Bias<T>{b_gate, g.b_gate});
-    as_eigen(dx) += as_eigen(dx2);
+    Ops<Host>::add<T>(dx, dx2, dx);
   }
 
 

@@ -1,11 +1,12 @@
 // bonsai/backend/cpu/ops.hpp — Ops<Host>: the op seam (backend/ops.hpp) on the CPU, each op one
 // call of this backend's kernel (norm.hpp, embedding.hpp, rope.hpp, attention.hpp,
-// cross_entropy.hpp, gemm.hpp), with the same arguments and results.
+// cross_entropy.hpp, gemm.hpp, elementwise.hpp), with the same arguments and results.
 #pragma once
 
 #include "../ops.hpp"
 #include "attention.hpp"
 #include "cross_entropy.hpp"
+#include "elementwise.hpp"
 #include "embedding.hpp"
 #include "gemm.hpp"
 #include "norm.hpp"
@@ -95,6 +96,45 @@ struct Ops<Host> {
   static double softmax_cross_entropy(const MatrixView<T, Host>& logits, const std::int32_t* targets,
                                       bool grad, T scale) {
     return cpu::softmax_cross_entropy(logits, targets, grad, scale);
+  }
+
+  template <class T>
+  static void add(const MatrixView<const T, Host>& x, const MatrixView<const T, Host>& b,
+                  const MatrixView<T, Host>& y) {
+    cpu::add<T>(x, b, y);
+  }
+  template <class T>
+  static void add_scaled(const MatrixView<const T, Host>& x, const MatrixView<const T, Host>& b,
+                         const T* c, const MatrixView<T, Host>& y) {
+    cpu::add_scaled<T>(x, b, c, y);
+  }
+  template <class T>
+  static void scaled_columns(const MatrixView<const T, Host>& x, const T* c, const MatrixView<T, Host>& y) {
+    cpu::scaled_columns<T>(x, c, y);
+  }
+  template <class T>
+  static void scale_columns(const MatrixView<T, Host>& y, const T* c) {
+    cpu::scale_columns<T>(y, c);
+  }
+  template <class T>
+  static void gelu_forward(const MatrixView<const T, Host>& u, const MatrixView<T, Host>& h) {
+    cpu::gelu_forward<T>(u, h);
+  }
+  template <class T>
+  static void gelu_backward(const MatrixView<const T, Host>& dh, const MatrixView<const T, Host>& u,
+                            const MatrixView<T, Host>& du) {
+    cpu::gelu_backward<T>(dh, u, du);
+  }
+  template <class T>
+  static void swiglu_forward(const MatrixView<const T, Host>& g, const MatrixView<const T, Host>& u,
+                             const MatrixView<T, Host>& h) {
+    cpu::swiglu_forward<T>(g, u, h);
+  }
+  template <class T>
+  static void swiglu_backward(const MatrixView<const T, Host>& dh, const MatrixView<const T, Host>& g,
+                              const MatrixView<const T, Host>& u, const MatrixView<T, Host>& dg,
+                              const MatrixView<T, Host>& du) {
+    cpu::swiglu_backward<T>(dh, g, u, dg, du);
   }
 
   template <class T>

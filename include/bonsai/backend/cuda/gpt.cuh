@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "../../nn/gpt.hpp"
+#include "../../nn/supports.hpp"
 #include "attention.cuh"
 #include "cross_entropy.cuh"
 #include "elementwise.cuh"
@@ -201,8 +202,7 @@ class Gpt {
   };
 
   static const GptConfig& checked(const GptConfig& c) {
-    BONSAI_CHECK(c.moe_experts == 0, "cuda::Gpt: Mixture-of-Experts layers (moe_experts = ", c.moe_experts,
-                 ") are not on the GPU yet; train them with the CPU trainer");
+    require_support<Device>(c, "cuda::Gpt");  // before anything is allocated
     return c;
   }
 
