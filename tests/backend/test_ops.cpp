@@ -184,3 +184,38 @@ TEST_CASE("Ops<Host>: residual adds, column scaling, GELU and SwiGLU") {
   CHECK(same(y1, y2));
   CHECK(same(dg1, dg2));
 }
+
+TEST_CASE("Ops<Host>: SAT's gathers and scatter-adds of rows and column blocks") {
+  Rng rng(6);
+  const Matrix<float> src = random(6, 4, rng);
+  const std::vector<index_t> rows{4, 1, 4};  // a repeated row adds twice, in order
+  Matrix<float> picked(3, 4);
+  Ops_::gather_rows<float>(c(src), rows, picked.view());
+  for (index_t i = 0; i < 3; ++i)
+    for (index_t e = 0; e < 4; ++e) CHECK(picked(i, e) == src(rows[std::size_t(i)], e));
+  Matrix<float> sum(6, 4);
+  as_eigen(sum) = as_eigen(src);
+  Ops_::scatter_add_rows<float>(c(picked), rows, sum.view());
+  for (index_t e = 0; e < 4; ++e) {
+    CHECK(sum(4, e) == (src(4, e) + src(4, e)) + src(4, e));
+    CHECK(sum(1, e) == src(1, e) + src(1, e));
+    CHECK(sum(0, e) == src(0, e));
+  }
+
+  const Matrix<float> proj = random(3, 12, rng);  // (d, A): 4 heads of 3
+  const std::vector<index_t> heads{3, 0};
+  Matrix<float> kept(3, 6);
+  Ops_::gather_column_blocks<float>(c(proj), heads, 3, kept.view());
+  for (index_t o = 0; o < 3; ++o)
+    for (index_t e = 0; e < 3; ++e) {
+      CHECK(kept(o, e) == proj(o, 9 + e));
+      CHECK(kept(o, 3 + e) == proj(o, e));
+    }
+  Matrix<float> back(3, 12);
+  Ops_::scatter_add_column_blocks<float>(c(kept), heads, 3, back.view());
+  for (index_t o = 0; o < 3; ++o)
+    for (index_t j = 0; j < 12; ++j) CHECK(back(o, j) == (j < 3 || j >= 9 ? proj(o, j) : 0.0f));
+  Matrix<float> small(2, 4);
+  CHECK_THROWS_WITH(Ops_::gather_rows<float>(c(src), rows, small.view()),
+                    doctest::Contains("gather_rows: the compact matrix has shape (2, 4)"));
+}

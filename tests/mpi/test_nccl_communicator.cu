@@ -3,7 +3,7 @@
 // host-side helpers go over MPI. Skipped without a CUDA device.
 #include <doctest/doctest.h>
 
-#include <bonsai/backend/cuda/nccl_communicator.cuh>
+#include <bonsai/train/nccl_communicator.cuh>
 #include <bonsai/core/rng.hpp>
 #include <bonsai/cuda.hpp>
 #include <algorithm>
@@ -87,6 +87,10 @@ TEST_CASE("nccl: device sums, maxima and broadcasts equal MPI's on the same data
   nccl.broadcast(s);  // a host string, over MPI
   CHECK(s == "from rank 0");
   CHECK(nccl.same_on_all_ranks(42));
+  // Host memory is refused on every rank alike (no collective starts), with a sentence.
+  std::vector<float> on_host(8, 1.0f);
+  CHECK_THROWS_WITH(nccl.allreduce_sum(std::span<float>(on_host)),
+                    doctest::Contains("the buffer is host memory"));
   nccl.barrier();
 }
 

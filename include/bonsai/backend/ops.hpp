@@ -19,6 +19,8 @@
 //   scaled_columns(x, c, y), scale_columns(y, c)            y = x diag(c), y <- y diag(c)
 //   gelu_forward(u, h), gelu_backward(dh, u, du)            h = gelu(u), du = dh gelu'(u)
 //   swiglu_forward(g, u, h), swiglu_backward(dh, g, u, dg, du)   h = silu(g) u
+//   gather_rows(src, rows, dst), scatter_add_rows(src, rows, dst)          SAT's kept rows
+//   gather_column_blocks(src, blocks, w, dst), scatter_add_column_blocks(...)  and column blocks
 // and the state types below. A mask argument (the growth masks of nn/growth_mask.hpp) may be
 // null; a space whose kernels take no mask refuses a non-null one with a sentence.
 #pragma once

@@ -81,24 +81,16 @@ class Attention {
     kept_rows(ctx);
     const Compact c = compact(k);
     T* v = ctx.kept_values.reserve(c.size);
-    const index_t d = m_width, A = m_proj.in_features(), hd = m_head_dim;
-    const T* qkv_w = arena.values() + m_qkv_off;
-    const T* qkv_b = arena.values() + m_qkv_bias;
-    const T* proj_w = arena.values() + m_proj_off;
     const index_t r = index_t(ctx.rows.size());
-    parallel_for(r, [&](index_t i) {
-      const index_t row = ctx.rows[std::size_t(i)];
-      std::copy_n(qkv_w + row * d, d, v + c.qkv + i * d);
-      v[c.qkv_bias + i] = qkv_b[row];
-    });
-    parallel_for(d, [&](index_t o) {  // proj (d, k hd): the kept heads' columns
-      for (index_t j = 0; j < k; ++j)
-        std::copy_n(proj_w + o * A + ctx.kept[std::size_t(j)] * hd, hd,
-                    v + c.proj + o * k * hd + j * hd);
-    });
+    const Wide w = wide(arena.values());
+    Ops<Host>::gather_rows<T>(w.qkv, ctx.rows, matrix_view<Host>(v + c.qkv, r, m_width));
+    Ops<Host>::gather_rows<T>(w.qkv_bias, ctx.rows, matrix_view<Host>(v + c.qkv_bias, r, 1));
+    Ops<Host>::gather_column_blocks<T>(w.proj, ctx.kept, m_head_dim,  // the kept heads' columns
+                                       matrix_view<Host>(v + c.proj, m_width, k * m_head_dim));
     if (mask) {
       T* m = ctx.kept_mask.reserve(r);
-      for (index_t i = 0; i < r; ++i) m[i] = mask[ctx.rows[std::size_t(i)]];
+      const index_t all = m_qkv.out_features();
+      Ops<Host>::gather_rows<T>(matrix_view<Host, const T>(mask, all, 1), ctx.rows, matrix_view<Host>(m, r, 1));
       ctx.mask = m;
     }
     run_forward(c.bind(v, arena.values() + m_proj_bias), ctx, x, y);
@@ -116,26 +108,17 @@ class Attention {
     std::fill_n(g, c.size, T(0));
     run_backward(c.bind(ctx.kept_values.data(), arena.values() + m_proj_bias),
                  c.bind(g, arena.grads() + m_proj_bias), ctx, dy, dx);
-    const index_t d = m_width, A = m_proj.in_features(), hd = m_head_dim;
-    T* qkv_w = arena.grads() + m_qkv_off;
-    T* qkv_b = arena.grads() + m_qkv_bias;
-    T* proj_w = arena.grads() + m_proj_off;
-    // Rows repeat under GQA (a key/value head per kept query head), so they are added one
-    // after another; within a row, in parallel over columns.
-    for (std::size_t i = 0; i < ctx.rows.size(); ++i) {
-      const index_t row = ctx.rows[i];
-      const T* src = g + c.qkv + index_t(i) * d;
-      T* dst = qkv_w + row * d;
-      for (index_t e = 0; e < d; ++e) dst[e] += src[e];
-      qkv_b[row] += g[c.qkv_bias + index_t(i)];
-    }
-    parallel_for(d, [&](index_t o) {
-      for (index_t j = 0; j < k; ++j) {
-        const T* src = g + c.proj + o * k * hd + j * hd;
-        T* dst = proj_w + o * A + ctx.kept[std::size_t(j)] * hd;
-        for (index_t e = 0; e < hd; ++e) dst[e] += src[e];
-      }
-    });
+    // Rows repeat under GQA (a key/value head per kept query head): scatter_add_rows adds them
+    // one after another.
+    const index_t r = index_t(ctx.rows.size());
+    const auto cg = [&](index_t off, index_t rows, index_t cols) {
+      return matrix_view<Host, const T>(g + off, rows, cols);
+    };
+    const Wide w = wide(arena.grads());
+    Ops<Host>::scatter_add_rows<T>(cg(c.qkv, r, m_width), ctx.rows, w.qkv);
+    Ops<Host>::scatter_add_rows<T>(cg(c.qkv_bias, r, 1), ctx.rows, w.qkv_bias);
+    Ops<Host>::scatter_add_column_blocks<T>(cg(c.proj, m_width, k * m_head_dim), ctx.kept, m_head_dim,
+                                            w.proj);
   }
 
   /// Decoding: y (B*n, d) for n new tokens per sequence at positions [pos, pos + n), attending
@@ -252,6 +235,17 @@ class Attention {
       return b;
     }
   };
+
+  /// The full qkv weight (A + 2KV, d), its bias as a column (A + 2KV, 1) and proj (d, A), over
+  /// the arena's values or gradients `base`.
+  struct Wide {
+    MatrixView<T, Host> qkv, qkv_bias, proj;
+  };
+  Wide wide(T* base) const {
+    const index_t all = m_qkv.out_features();
+    return {matrix_view<Host>(base + m_qkv_off, all, m_width), matrix_view<Host>(base + m_qkv_bias, all, 1),
+            matrix_view<Host>(base + m_proj_off, m_width, m_proj.in_features())};
+  }
 
   Compact compact(index_t k) const {
     const index_t r = 3 * k * m_head_dim;

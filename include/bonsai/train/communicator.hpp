@@ -5,7 +5,7 @@
 // Three implementations share this interface:
 //   SingleProcess      (this header)                         size 1, every call a no-op
 //   MpiCommunicator    (train/mpi_communicator.hpp, MPI)     host buffers, CPU ranks
-//   NcclCommunicator   (backend/cuda/nccl_communicator.hpp)  device buffers, GPU ranks
+//   NcclCommunicator   (train/nccl_communicator.cuh)         device buffers, GPU ranks
 // A span passed to a communicator lies in the memory of its backend: host memory for the first
 // two, device memory for NCCL. Every rank must make the same calls in the same order.
 //

@@ -1,6 +1,6 @@
 // bonsai/backend/cpu/ops.hpp — Ops<Host>: the op seam (backend/ops.hpp) on the CPU, each op one
 // call of this backend's kernel (norm.hpp, embedding.hpp, rope.hpp, attention.hpp,
-// cross_entropy.hpp, gemm.hpp, elementwise.hpp), with the same arguments and results.
+// cross_entropy.hpp, gemm.hpp, elementwise.hpp, gather.hpp), with the same arguments and results.
 #pragma once
 
 #include "../ops.hpp"
@@ -8,6 +8,7 @@
 #include "cross_entropy.hpp"
 #include "elementwise.hpp"
 #include "embedding.hpp"
+#include "gather.hpp"
 #include "gemm.hpp"
 #include "norm.hpp"
 #include "rope.hpp"
@@ -135,6 +136,28 @@ struct Ops<Host> {
                               const MatrixView<const T, Host>& u, const MatrixView<T, Host>& dg,
                               const MatrixView<T, Host>& du) {
     cpu::swiglu_backward<T>(dh, g, u, dg, du);
+  }
+
+  template <class T>
+  static void gather_rows(const MatrixView<const T, Host>& src, std::span<const index_t> rows,
+                          const MatrixView<T, Host>& dst) {
+    cpu::gather_rows<T>(src, rows, dst);
+  }
+  template <class T>
+  static void scatter_add_rows(const MatrixView<const T, Host>& src, std::span<const index_t> rows,
+                               const MatrixView<T, Host>& dst) {
+    cpu::scatter_add_rows<T>(src, rows, dst);
+  }
+  template <class T>
+  static void gather_column_blocks(const MatrixView<const T, Host>& src, std::span<const index_t> blocks,
+                                   index_t w, const MatrixView<T, Host>& dst) {
+    cpu::gather_column_blocks<T>(src, blocks, w, dst);
+  }
+  template <class T>
+  static void scatter_add_column_blocks(const MatrixView<const T, Host>& src,
+                                        std::span<const index_t> blocks, index_t w,
+                                        const MatrixView<T, Host>& dst) {
+    cpu::scatter_add_column_blocks<T>(src, blocks, w, dst);
   }
 
   template <class T>
