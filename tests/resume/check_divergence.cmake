@@ -9,14 +9,7 @@ set(args --train "${DATA}/train_*.bin" --val "${DATA}/val_*.bin" --tokenizer byt
          --eval-every 2 --eval-batches 2 --sample-tokens 0 --ckpt-every 1 --keep-ckpts 10
          --threads 2 --out "${OUT}")
 
-function(run expect_rc)
-  execute_process(COMMAND "${TRAIN}" ${args} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out
-                  ERROR_VARIABLE out)
-  if((expect_rc EQUAL 0 AND NOT rc EQUAL 0) OR (NOT expect_rc EQUAL 0 AND rc EQUAL 0))
-    message(FATAL_ERROR "train_gpt ${ARGN}: exit code ${rc}, expected ${expect_rc}:\n${out}")
-  endif()
-  set(out "${out}" PARENT_SCOPE)
-endfunction()
+include("${CMAKE_CURRENT_LIST_DIR}/train_run.cmake")
 function(expect pattern)
   if(NOT out MATCHES "${pattern}")
     message(FATAL_ERROR "expected output matching '${pattern}', got:\n${out}")

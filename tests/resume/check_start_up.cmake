@@ -4,18 +4,11 @@
 # positions, and fits a structured FFN; the exports write what they promise.
 #   cmake -DTRAIN=<train_gpt> -DDATA=<shard dir> -DOUT=<scratch dir> -P check_start_up.cmake
 file(REMOVE_RECURSE "${OUT}")
-set(base --train "${DATA}/train_*.bin" --val "${DATA}/val_*.bin" --tokenizer byte
-         --layers 2 --d-model 32 --heads 2 --batch 2 --steps 3 --warmup 1 --eval-every 0
-         --eval-batches 2 --sample-tokens 4 --threads 2)
+set(args --train "${DATA}/train_*.bin" --val "${DATA}/val_*.bin" --tokenizer byte
+          --layers 2 --d-model 32 --heads 2 --batch 2 --steps 3 --warmup 1 --eval-every 0
+          --eval-batches 2 --sample-tokens 4 --threads 2)
 
-function(run expect_rc)
-  execute_process(COMMAND "${TRAIN}" ${base} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out
-                  ERROR_VARIABLE out)
-  if((expect_rc EQUAL 0 AND NOT rc EQUAL 0) OR (NOT expect_rc EQUAL 0 AND rc EQUAL 0))
-    message(FATAL_ERROR "train_gpt ${ARGN}: exit code ${rc}, expected ${expect_rc}:\n${out}")
-  endif()
-  set(out "${out}" PARENT_SCOPE)
-endfunction()
+include("${CMAKE_CURRENT_LIST_DIR}/train_run.cmake")
 function(expect text)
   string(FIND "${out}" "${text}" at)
   if(at EQUAL -1)
@@ -48,7 +41,7 @@ refuse("--val ${DATA}/val_*.bin: DataLoader: shard" --seq-len 1024 --batch 8)
 refuse("--init-from ${OUT}/missing:" --init-from "${OUT}/missing")
 refuse("--tokenizer ${OUT}/none:" --tokenizer "${OUT}/none")
 # (an empty argument does not survive a CMake list, so this one is spelled out)
-execute_process(COMMAND "${TRAIN}" ${base} --seq-len 32 --out "${OUT}/empty_prompt" --prompt ""
+execute_process(COMMAND "${TRAIN}" ${args} --seq-len 32 --out "${OUT}/empty_prompt" --prompt ""
                 RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
 expect("--prompt \"\" holds no token")
 if(rc EQUAL 0 OR EXISTS "${OUT}/empty_prompt")
@@ -84,4 +77,19 @@ run(0 --init-from "${OUT}/hf" --seq-len 32 --ffn lowrank --ffn-params 0.32 --out
     --export-hf "${OUT}/lowrank_hf")
 expect("its FFNs fitted to lowrank by truncated SVD")
 expect("exported Hugging Face GPT-2 folder")
+# An evaluation that fails after training (here a second validation shard, past the first one
+# that start-up reads, holds GPT-2 ids beyond the byte vocabulary) still leaves the checkpoint.
+if(EXISTS "${GPT2}/encoder.json")
+  execute_process(COMMAND "${PREPARE}" "${TEXT}" --tokenizer "${GPT2}" --documents blank-line
+                          -o "${OUT}/gpt2_ids" RESULT_VARIABLE rc OUTPUT_QUIET ERROR_QUIET)
+  file(MAKE_DIRECTORY "${OUT}/mixed_val")
+  file(COPY_FILE "${DATA}/val_000000.bin" "${OUT}/mixed_val/val_000000.bin")
+  file(COPY_FILE "${OUT}/gpt2_ids/val_000000.bin" "${OUT}/mixed_val/val_000001.bin")
+  run(1 --seq-len 32 --steps 2 --eval-batches 100000 --val "${OUT}/mixed_val/val_*.bin"
+      --out "${OUT}/eval_fails")
+  expect("is not below the vocabulary size 257")
+  if(NOT EXISTS "${OUT}/eval_fails/ckpt_00000002/DONE")
+    message(FATAL_ERROR "a failing final evaluation lost the final checkpoint:\n${out}")
+  endif()
+endif()
 message(STATUS "start-up checks refuse ${n} bad runs before training; --init-from and the exports work")
