@@ -3,6 +3,8 @@
 // Eckart-Young tail, and no small move of the fitted parameters gets closer to W.
 #include <Eigen/SVD>
 
+#include <array>
+
 #include <bonsai/structured/fit.hpp>
 
 #include "support/maps.hpp"
@@ -46,9 +48,9 @@ void check_fit(const Map& shape, Rng& rng) {
 
 TEST_CASE("fit_dense: LowRank is the truncated SVD (Eckart-Young)") {
   Rng rng(5);
-  for (auto [in, out, rank] : {std::tuple<index_t, index_t, index_t>{12, 20, 4}, {20, 12, 5}, {9, 9, 9}}) {
-    CAPTURE(in);
-    CAPTURE(rank);
+  for (const auto& shape : {std::array<index_t, 3>{12, 20, 4}, {20, 12, 5}, {9, 9, 9}}) {
+    CAPTURE(shape);
+    const index_t in = shape[0], out = shape[1], rank = shape[2];
     check_fit(LowRank<double>(in, out, rank), rng);
     Owned fit(LowRank<double>(in, out, rank));
     const Matrix<double> w = test::random_matrix<double>(out, in, rng);
@@ -68,19 +70,15 @@ TEST_CASE("fit_dense: LowRank is the truncated SVD (Eckart-Young)") {
 TEST_CASE("fit_dense: Dense, BlockDense and BlockShuffle reproduce members and project the rest") {
   Rng rng(6);
   check_fit(Dense<double>(7, 5), rng);
-  for (auto [in, out, rank, blocks] : {std::tuple<index_t, index_t, index_t, index_t>{16, 12, 8, 4},
-                                        {12, 20, 6, 3}, {8, 8, 8, 1}}) {
-    CAPTURE(in);
-    CAPTURE(blocks);
-    check_fit(block_dense<double>(in, out, rank, blocks), rng);
+  for (const auto& s : {std::array<index_t, 4>{16, 12, 8, 4}, {12, 20, 6, 3}, {8, 8, 8, 1}}) {
+    CAPTURE(s);  // in, out, rank, blocks
+    check_fit(block_dense<double>(s[0], s[1], s[2], s[3]), rng);
   }
   // q = min(in, out)/B above and below B: every (output block, input block) pair fitted by SVD.
-  for (auto [in, out, blocks] : {std::tuple<index_t, index_t, index_t>{16, 16, 2}, {16, 16, 4},
-                                 {8, 24, 2}, {24, 8, 4}, {12, 36, 3}, {8, 8, 4}, {6, 6, 1}}) {
-    CAPTURE(in);
-    CAPTURE(out);
-    CAPTURE(blocks);
-    check_fit(block_shuffle<double>(in, out, blocks), rng);
+  for (const auto& s : {std::array<index_t, 3>{16, 16, 2}, {16, 16, 4}, {8, 24, 2}, {24, 8, 4},
+                        {12, 36, 3}, {8, 8, 4}, {6, 6, 1}}) {
+    CAPTURE(s);  // in, out, blocks
+    check_fit(block_shuffle<double>(s[0], s[1], s[2]), rng);
   }
 }
 
