@@ -55,7 +55,7 @@ void reject_cpu_only(const Options& o) {
 template <class Map, class T>
 int train(const Options& o, GptConfig config, const RunInputs& inputs) {
   using Model = cuda::Gpt<Map, T>;
-  const auto tokenizer = load_tokenizer(o.tokenizer);
+  const auto& tokenizer = inputs.tokenizer;  // loaded and checked by prepare_run
   const index_t B = o.batch, Tlen = config.max_seq_len;
   index_t accum = o.grad_accum;
   if (o.total_batch_tokens > 0) {

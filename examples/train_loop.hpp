@@ -22,7 +22,6 @@
 #include <bonsai/train/grad_clip.hpp>
 #include <bonsai/grow/upcycle.hpp>
 #include <bonsai/train/growth.hpp>
-#include <bonsai/train/load_tokenizer.hpp>
 #include <bonsai/train/lr_schedule.hpp>
 #include <bonsai/train/sat.hpp>
 #include <bonsai/train/metrics.hpp>
@@ -106,7 +105,7 @@ template <class Map>
 int train(const Options& o, GptConfig config, Communicator& comm, const RunInputs& inputs) {
   using Plain = Gpt<Map, Map>;
   using Guided = GuidedGpt<Map, Map>;
-  const auto tokenizer = load_tokenizer(o.tokenizer);
+  const auto& tokenizer = inputs.tokenizer;  // loaded and checked by prepare_run
   const index_t B = o.batch, T = config.max_seq_len;
   // ---- data parallel: R ranks of A micro-batches each run R A micro-batches per step ---------
   const int ranks = comm.size(), me = comm.rank();

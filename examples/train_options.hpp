@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -203,8 +204,9 @@ inline void add_train_options(CLI::App& app, Options& o, GptConfig& c, ModelFlag
 
 /// What a run reads besides its flags, resolved and checked before the first step.
 struct RunInputs {
-  std::optional<ImportedModel> init;  // --init-from, shortened to the run's context
-  std::string init_text;              // what --init-from took from the file, for the start-up lines
+  std::shared_ptr<const Tokenizer> tokenizer;  // --tokenizer
+  std::optional<ImportedModel> init;           // --init-from, shortened to the run's context
+  std::string init_text;                       // what --init-from took, for the start-up lines
 };
 
 namespace detail {
@@ -250,7 +252,7 @@ inline ImportedModel import_init(const CLI::App& app, GptConfig& c, const Option
   const index_t positions = file.max_seq_len;
   index_t seq = std::min(c.max_seq_len, positions);  // the default: 256 or fewer
   if (app.count("--seq-len") > 0) {
-    BONSAI_CHECK(file.pos != PosKind::learned || c.max_seq_len <= positions, "--seq-len ",
+    BONSAI_CHECK(c.max_seq_len <= positions, "--seq-len ",
                  c.max_seq_len, " exceeds the ", positions, " positions that the --init-from "
                  "model ", o.init_from, " learned; train on at most ", positions, " tokens");
     seq = c.max_seq_len;
@@ -330,10 +332,9 @@ inline RunInputs prepare_run(const CLI::App& app, GptConfig& c, const ModelFlags
   BONSAI_CHECK((!needs_rank || c.rank > 0) && (!needs_blocks || c.blocks > 0), "--ffn ", f.ffn,
                " needs ", needs_rank ? "--rank R" : "", needs_rank && needs_blocks ? " and " : "",
                needs_blocks ? "--blocks B" : "", ", or --ffn-params 0.63 | 0.32 to choose them");
-  std::shared_ptr<const Tokenizer> tokenizer;
-  detail::naming_flag("--tokenizer", o.tokenizer, [&] { tokenizer = load_tokenizer(o.tokenizer); });
-  const std::int32_t vocab = tokenizer->vocab_size();
-  BONSAI_CHECK(o.sample_tokens == 0 || !tokenizer->encode(o.prompt).empty(), "--prompt \"", o.prompt,
+  detail::naming_flag("--tokenizer", o.tokenizer, [&] { in.tokenizer = load_tokenizer(o.tokenizer); });
+  const std::int32_t vocab = in.tokenizer->vocab_size();
+  BONSAI_CHECK(o.sample_tokens == 0 || !in.tokenizer->encode(o.prompt).empty(), "--prompt \"", o.prompt,
                "\" holds no token; the final sample continues a prompt of at least one (or set "
                "--sample-tokens 0)");
   if (in.init) {
