@@ -3,8 +3,9 @@
 //   build/cuda/examples/train_gpt_cuda --train "data/brown/gpt2/train_*.bin" \
 //       --val "data/brown/gpt2/val_*.bin" --tokenizer data/gpt2 --ffn lowrank --ffn-params 0.32
 //
-// The model is cuda::Gpt in bf16 (--precision fp32 for exact float math) with fp32 master
-// weights and AdamW moments on the device; everything else is train_gpt's: llm.c token shards,
+// The model is bonsai's Gpt on the device (Gpt<Up, Down, Device>) in bf16 (--precision fp32 for
+// exact float math) with fp32 master weights and AdamW moments on the device, beside its host
+// twin Gpt<Up, Down> of the same layout, which initialises, imports, checkpoints and samples; everything else is train_gpt's: llm.c token shards,
 // warm-up + cosine, global-norm clipping, gradient accumulation, validation, metrics.csv and
 // main.log, atomic safetensors checkpoints, --resume, --init-from, --export-hf and a sample at
 // the end. Checkpoints hold the fp32 master weights in the CPU model's layout, so a run started
@@ -54,7 +55,8 @@ void reject_cpu_only(const Options& o) {
 
 template <class Map, class T>
 int train(const Options& o, GptConfig config, const RunInputs& inputs) {
-  using Model = cuda::Gpt<Map, T>;
+  using DeviceMap = rebind_scalar_t<Map, T>;
+  using Model = Gpt<DeviceMap, DeviceMap, Device>;
   const auto& tokenizer = inputs.tokenizer;  // loaded and checked by prepare_run
   const index_t B = o.batch, Tlen = config.max_seq_len;
   index_t accum = o.grad_accum;
@@ -68,15 +70,16 @@ int train(const Options& o, GptConfig config, const RunInputs& inputs) {
 
   // ---- model and optimizer: initialised (or imported) on the host, then uploaded --------------
   Rng init_rng(o.seed);
-  Model model(config, init_rng);
-  auto& host = model.host();  // layout, and the staging copy of checkpoints
-  if (inputs.init) {
-    load_init(host, *inputs.init, o.init_from);
-    model.upload();
-  }
+  Gpt<Map, Map> host(config);  // the host twin: layout, and the staging copy of checkpoints
+  host.init(init_rng);
+  if (inputs.init) load_init(host, *inputs.init, o.init_from);
+  Model model(config);
+  const auto upload = [&] { model.arena().assign(host.arena().values_view()); };
+  const auto download = [&] { model.arena().copy_to(host.arena().values_view()); };
+  upload();
   const AdamWConfig adamw{.beta1 = o.beta1, .beta2 = o.beta2, .weight_decay = o.weight_decay};
   AdamW<float> host_opt(host.arena(), adamw);  // the moments as checkpoints hold them
-  cuda::AdamW opt(host.arena(), adamw);
+  AdamW<T, Device> opt(model.arena(), adamw);
   const auto schedule = LrSchedule::cosine(o.lr, o.warmup, o.steps, o.min_lr_fraction);
   DataLoader loader(o.train, {.batch_size = B, .seq_len = Tlen, .world = int(accum), .shuffle = o.shuffle,
                               .seed = o.seed, .vocab_size = config.vocab_size});
@@ -89,7 +92,7 @@ int train(const Options& o, GptConfig config, const RunInputs& inputs) {
                      std::span<float>(host_opt.v().data(), std::size_t(host_opt.size()))};
   };
   const auto save = [&](index_t step) {
-    model.download();
+    download();
     opt.download(host_opt);
     const nlohmann::json state = {{"step", step}, {"adamw_step", host_opt.step_count()},
                                   {"loader", loader.state()}, {"seed", o.seed}, {"train_flops", train_flops}};
@@ -115,7 +118,7 @@ int train(const Options& o, GptConfig config, const RunInputs& inputs) {
       loader.restore(position);
       train_flops = ts.value("train_flops", 0.0);
       start = ts.at("step").get<index_t>();
-      model.upload();
+      upload();
       opt.upload(host_opt);
       fmt::print("resumed from {} at step {}\n", dir->string(), start);
     } else {
@@ -143,14 +146,11 @@ int train(const Options& o, GptConfig config, const RunInputs& inputs) {
   std::vector<std::int32_t> in(B * Tlen), tgt(B * Tlen);  // (B, T)
   const index_t end = o.stop_after > 0 ? std::min(o.steps, start + o.stop_after) : o.steps;
   double tokens_per_s = 0, val_loss = std::nan("");
-  const auto validate = [&] {
-    typename Model::Context eval_ctx;
-    return evaluate(model, eval_ctx, o, Tlen, config.vocab_size);
-  };
+  const auto validate = [&] { return evaluate(model, ctx, o, Tlen, config.vocab_size); };
   for (index_t step = start; step < end; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     double loss = 0;
-    model.zero_grads();  // micro-batches add their gradients in place
+    model.arena().zero_grads();  // micro-batches add their gradients in place
     for (index_t micro = 0; micro < accum; ++micro) {
       loader.read_slice(std::span<std::int32_t>(in.data(), in.size()), std::span<std::int32_t>(tgt.data(), tgt.size()),
                         micro);
@@ -159,17 +159,17 @@ int train(const Options& o, GptConfig config, const RunInputs& inputs) {
     }
     loader.next_window();
     loss /= double(accum);
-    const double norm = cuda::grad_norm(model.grads(), norm_state);
+    auto& arena = model.arena();
+    const double norm = cuda::grad_norm(arena.grads_view(), norm_state);
     const double lr = schedule.at(step);
     bool finite = std::isfinite(loss) && std::isfinite(norm);
     if (finite) {
-      opt.step(model.master(), model.params(), VectorView<const T, Device>(model.grads().data(), {model.size()}), lr,
-               clip_scale(norm, o.clip));
-      finite = std::isfinite(cuda::grad_norm(model.master(), norm_state));  // an update can overflow
+      opt.step(arena, lr, clip_scale(norm, o.clip));
+      finite = std::isfinite(cuda::grad_norm(arena.master(), norm_state));  // an update can overflow
     }
     if (!finite) {
       console.clear();
-      model.download();
+      download();
       const auto dir = latest_checkpoint(o.out);
       detail::fail(divergence_report(step, loss, norm, first_non_finite(host.arena())), "; training diverged. ",
                    dir ? fmt::format("The last good checkpoint is {}; resume from it with a lower --lr", dir->string())
@@ -215,7 +215,7 @@ int train(const Options& o, GptConfig config, const RunInputs& inputs) {
   BONSAI_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
   fmt::print("training FLOPs {:.4e}, last step {:.0f} tokens/s, GPU memory in use {:.0f} MiB\n", train_flops,
              tokens_per_s, double(total_bytes - free_bytes) / (1024.0 * 1024.0));
-  model.download();
+  download();
   print_sample(host, *tokenizer, o);
   export_model(o, host);
   return 0;

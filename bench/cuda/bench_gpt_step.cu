@@ -1,4 +1,4 @@
-// One full training step of GPT-2 124M on the GPU with cuda::Gpt in bf16 (fp32 master weights):
+// One full training step of GPT-2 124M on the GPU with Gpt<Up, Down, Device> in bf16 (fp32 master weights):
 // zero_grads, forward with the loss on random tokens, backward, the global gradient norm,
 // clipping to 1.0 and an AdamW update (lr 6e-4, betas 0.9 / 0.95, weight decay 0.1), batch 16 x
 // 1024 tokens. Rows: the dense model (GptConfig's defaults: vocabulary 50257, 12 layers, d 768,
@@ -15,7 +15,7 @@
 // BONSAI_GPT_BATCH (16), BONSAI_GPT_SEQ (1024), BONSAI_GPT_STEPS (timed steps per row, 10),
 // BONSAI_GPT_PAPER_INIT=1 (initialise the structured models with the paper's SVD and orthogonal
 // factors, as bonsai::Gpt::init does, instead of N(0, 0.02^2) draws: the same speed, but tens of
-// seconds of host work per model; the dense models always go through bonsai::Gpt::init).
+// seconds of host work per model; the dense models always go through Gpt::init).
 // --autotune lets every GEMM shape pick the fastest of cuBLASLt's candidates (cuda::set_autotune).
 #include <benchmark/benchmark.h>
 
@@ -26,7 +26,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -121,14 +120,14 @@ double flops_6n(const GptConfig& c, index_t params, index_t batch, index_t seq) 
 /// 1, biases 0, the value ranges the paper's initialisation gives.
 template <class Model>
 void quick_init(Model& model, Rng& rng) {
-  auto& arena = model.host().arena();
-  float* w = arena.values();
+  auto& arena = model.arena();
+  std::vector<float> w(std::size_t(arena.size()));
   for (const ParamSlot& s : arena.slots()) {
     const float fill = s.name.ends_with("weight") ? 1.0f : 0.0f;  // norm gain or bias
     for (index_t i = s.offset; i < s.offset + s.size(); ++i)
-      w[i] = s.decays() ? float(rng.normal(0.0, 0.02)) : fill;
+      w[std::size_t(i)] = s.decays() ? float(rng.normal(0.0, 0.02)) : fill;
   }
-  model.upload();
+  arena.assign(VectorView<const float, Host>(w.data(), {arena.size()}));
 }
 
 template <class Map>
@@ -136,27 +135,24 @@ void train_step(benchmark::State& state, const GptConfig& config) {
   const Settings& run = settings();
   const index_t B = run.batch, S = run.seq;
   Rng rng(1005);
-  std::optional<cuda::Gpt<Map, T>> built;
-  if (std::is_same_v<Map, Dense<float>> || run.paper_init) {
-    built.emplace(config, rng);  // bonsai::Gpt::init on the host, then upload
-  } else {
-    built.emplace(config);
-    quick_init(*built, rng);
-  }
-  cuda::Gpt<Map, T>& model = *built;
+  using DeviceMap = rebind_scalar_t<Map, T>;
+  using Model = Gpt<DeviceMap, DeviceMap, Device>;
+  Model model(config);
+  if (std::is_same_v<Map, Dense<float>> || run.paper_init) model.init(rng);  // the host's init, copied over
+  else quick_init(model, rng);
   const Tokens tokens = random_tokens(config.vocab_size, B, S, 0x70C5E45);
-  typename cuda::Gpt<Map, T>::Context ctx;
-  cuda::AdamW opt(model.host().arena(), AdamWConfig{.beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1});
+  typename Model::Context ctx;
+  auto& arena = model.arena();
+  AdamW<T, Device> opt(arena, AdamWConfig{.beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1});
   cuda::GradNormState norm_state;
-  const VectorView<const T, Device> grads(model.grads().data(), {model.size()});
   constexpr double lr = 6e-4, max_norm = 1.0;
   double loss = 0;
   auto step = [&] {
-    model.zero_grads();
+    arena.zero_grads();
     loss = model.forward(ctx, tokens.view(), 1.0f);
     model.backward(ctx);
-    const double norm = cuda::grad_norm(model.grads(), norm_state);
-    opt.step(model.master(), model.params(), grads, lr, clip_scale(norm, max_norm));
+    const double norm = cuda::grad_norm(arena.grads_view(), norm_state);
+    opt.step(arena, lr, clip_scale(norm, max_norm));
   };
   EventTimer timer;
   for (int i = 0; i < 2; ++i) timer.seconds(step);  // warm-up: workspaces, GEMM plans, clocks

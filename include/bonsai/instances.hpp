@@ -58,3 +58,10 @@
   EXTERN template auto ::bonsai::Gpt<Map, Map>::decode(DecodeState&, const std::int32_t*,         \
                                                        ::bonsai::index_t, ::bonsai::index_t)      \
       -> ::bonsai::MatrixView<::bonsai::scalar_of<Map>, ::bonsai::Host>;
+
+/// The model on the GPU, Gpt<Map, Map, Device> (include bonsai/cuda.hpp first; Map in the device
+/// precision, e.g. bonsai::LowRank<bonsai::bf16>): every member, compiled by nvcc. Its init
+/// draws with the host model Gpt<rebind_scalar_t<Map, float>, ..., Host>, so declare that one
+/// extern too (BONSAI_GPT_INSTANCES).
+#define BONSAI_DEVICE_GPT_INSTANCES(EXTERN, Map) \
+  EXTERN template class ::bonsai::Gpt<Map, Map, ::bonsai::Device>;

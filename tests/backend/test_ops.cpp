@@ -42,14 +42,15 @@ TEST_CASE("Ops<Host>: embedding forward and backward") {
   std::vector<std::int32_t> tok(B * T);
   for (auto& t : tok) t = std::int32_t(rng.uniform() * double(V));
   Matrix<float> y1(B * T, C), y2(B * T, C);
-  Ops_::embedding_forward<float>(tok.data(), B, T, 2, c(wte), c(wpe), y1.view());
+  EmbeddingState<Host> es;
+  Ops_::embedding_forward<float>(tok.data(), B, T, 2, c(wte), c(wpe), y1.view(), es);
   cpu::embedding_forward<float>(tok.data(), B, T, 2, c(wte), c(wpe), y2.view());
   CHECK(same(y1, y2));
   Matrix<float> dwte1 = random(V, C, rng), dwpe1 = random(P, C, rng);
   Matrix<float> dwte2(V, C), dwpe2(P, C);
   as_eigen(dwte2) = as_eigen(dwte1);
   as_eigen(dwpe2) = as_eigen(dwpe1);
-  Ops_::embedding_backward<float>(tok.data(), B, T, c(dy), dwte1.view(), dwpe1.view());
+  Ops_::embedding_backward<float>(tok.data(), B, T, c(dy), dwte1.view(), dwpe1.view(), es);
   cpu::embedding_backward<float>(tok.data(), B, T, c(dy), dwte2.view(), dwpe2.view());
   CHECK(same(dwte1, dwte2));
   CHECK(same(dwpe1, dwpe2));
@@ -137,7 +138,8 @@ TEST_CASE("Ops<Host>: softmax cross-entropy and GEMM") {
   Matrix<float> l1 = random(N, V, rng), l2(N, V);
   as_eigen(l2) = as_eigen(l1);
   std::vector<std::int32_t> targets{0, 3, -1, 12, 5, 7};
-  const double a = Ops_::softmax_cross_entropy<float>(l1.view(), targets.data(), true, 0.5f);
+  LossState<Host> ls;
+  const double a = Ops_::softmax_cross_entropy<float>(l1.view(), targets.data(), true, 0.5f, ls);
   const double b = cpu::softmax_cross_entropy<float>(l2.view(), targets.data(), true, 0.5f);
   CHECK(a == b);
   CHECK(same(l1, l2));

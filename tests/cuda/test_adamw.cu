@@ -94,7 +94,7 @@ void check_adamw_run(const RunConfig& rc) {
       .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = rc.weight_decay};
   AdamW<float> opt(arena, config);
 
-  const auto ranges = cuda::adamw_ranges(arena.slots());
+  const auto ranges = adamw_ranges(arena.slots());
   auto master = cuda::to_device<float>(arena.values_view());
   Vector<float, Device> m(n), v(n);
   cuda::fill_bytes(m.view(), 0);
@@ -270,7 +270,7 @@ TEST_CASE("cuda: adamw_ranges merges adjacent slots by decay flag") {
   a.add("w2", {5, 3});
   a.add("w3", {3, 3});
   a.add("s", {1});
-  const auto r = cuda::adamw_ranges(a.slots());
+  const auto r = adamw_ranges(a.slots());
   REQUIRE(r.size() == 4);
   CHECK((r[0].begin == 0 && r[0].end == 20 && r[0].decays));
   CHECK((r[1].begin == 20 && r[1].end == 30 && !r[1].decays));
@@ -367,10 +367,10 @@ TEST_CASE("cuda: adamw_step rejects bad shapes and overlapping buffers") {
                                    1, 1e-3, 0.1),
                   Error);
   // Whole-arena overload: a range past the end, and views of different sizes.
-  const std::vector<cuda::AdamWRange> past{{0, 50, true}, {50, n + 1, false}};
+  const std::vector<AdamWRange> past{{0, 50, true}, {50, n + 1, false}};
   CHECK_THROWS_AS(cuda::adamw_step(past, mv, mv, gf.view(), m.view(), v.view(), config, 1, 1e-3),
                   Error);
-  const std::vector<cuda::AdamWRange> ok{{0, 50, true}, {50, n, false}};
+  const std::vector<AdamWRange> ok{{0, 50, true}, {50, n, false}};
   CHECK_THROWS_AS(cuda::adamw_step(ok, mv, mv, VectorView<const float, Device>(gf.data(), {n - 1}),
                                    m.view(), v.view(), config, 1, 1e-3),
                   Error);

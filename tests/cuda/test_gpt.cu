@@ -1,8 +1,9 @@
-// cuda::Gpt against the CPU model it mirrors: the device model's host model (the same
-// parameters) runs the same micro-batch on the CPU, and the loss and every parameter's gradient
-// must agree, per tensor, for GPT-2 and Llama-style layers and every FFN structure, in fp32 and
-// bf16. Then a few AdamW steps on both sides must land on the same parameters and moments, and
-// upload/download must round-trip. Skipped without a device.
+// The one model on both spaces (in the style of ggml's test-backend-ops): Gpt<Up, Down, Device>
+// and Gpt<Up, Down, Host> with the same parameters run the same micro-batch, and the loss and
+// every parameter's gradient must agree, per tensor, for GPT-2 and Llama-style layers and every
+// FFN structure, in fp32 and bf16. Then a few AdamW steps on both sides must land on the same
+// parameters and moments, the arena must round-trip, and what the device cannot run yet must be
+// refused. Skipped without a device.
 #include <doctest/doctest.h>
 
 #include <bonsai/cuda.hpp>
@@ -62,6 +63,12 @@ Batch random_batch(index_t vocab, index_t batch, index_t seq, std::uint64_t seed
   return b;
 }
 
+/// The device model of host maps Map in precision T.
+template <class Map, class T>
+using DeviceGpt = Gpt<rebind_scalar_t<Map, T>, rebind_scalar_t<Map, T>, Device>;
+template <class Map>
+using HostGpt = Gpt<Map, Map>;
+
 /// ||a - b|| / ||b|| over n elements.
 double rel_error(const float* a, const float* b, index_t n) {
   double num = 0, den = 0;
@@ -82,29 +89,37 @@ void check_gradients(const GptConfig& config, const std::string& label) {
   INFO("precision ", std::is_same_v<T, float> ? "fp32" : "bf16");
   cuda::set_math(cuda::Math::fp32);
   Rng rng(0x6E7);
-  cuda::Gpt<Map, T> gpu(config, rng);
-  auto& cpu = gpu.host();
+  HostGpt<Map> cpu(config);
+  cpu.init(rng);
   if constexpr (!std::is_same_v<T, float>) {
     // The CPU model computes from the bf16-rounded weights the GPU reads.
     float* w = cpu.arena().values();
     for (index_t i = 0; i < cpu.arena().size(); ++i) w[i] = float(cuda::convert<bf16>(w[i]));
-    gpu.upload();
   }
+  DeviceGpt<Map, T> gpu(config);
+  REQUIRE(gpu.arena().size() == cpu.arena().size());
+  gpu.arena().assign(cpu.arena().values_view());
   const Batch b = random_batch(config.vocab_size, 2, 20, 0xBA7C4);
   const float scale = 0.5f;
 
-  typename cuda::Gpt<Map, T>::HostModel::Context hctx;
+  typename HostGpt<Map>::Context hctx;
   cpu.arena().zero_grads();
   const double ref_loss = cpu.forward(hctx, b.view(), scale);
   cpu.backward(hctx);
   const std::vector<float> ref(cpu.arena().grads(), cpu.arena().grads() + cpu.arena().size());
 
-  typename cuda::Gpt<Map, T>::Context dctx;
-  gpu.zero_grads();
+  // A first pass on another batch leaves every workspace holding stale values, and the
+  // gradients are poisoned with NaN before being zeroed by the call under test's own contract.
+  typename DeviceGpt<Map, T>::Context dctx;
+  const Batch other = random_batch(config.vocab_size, 2, 20, 0x5EED);
+  gpu.forward(dctx, other.view(), scale);
+  gpu.backward(dctx);
+  cuda::fill_bytes(gpu.arena().grads_view(), 0xFF);
+  gpu.arena().zero_grads();
   const double loss = gpu.forward(dctx, b.view(), scale);
   gpu.backward(dctx);
   cuda::synchronize();
-  const auto grads = cuda::to_host<float>(VectorView<const T, Device>(gpu.grads().data(), {gpu.size()}));
+  const auto grads = cuda::to_host<float>(VectorView<const T, Device>(gpu.arena().grads_view()));
 
   const bool fp32 = std::is_same_v<T, float>;
   CHECK(std::isfinite(loss));
@@ -140,19 +155,23 @@ TEST_CASE("cuda: Gpt matches the CPU model, Llama style (RMSNorm, RoPE, SwiGLU, 
   SKIP_WITHOUT_DEVICE();
   check_both_precisions<Dense<float>>(small_config(FfnKind::dense, true), "llama dense");
   check_both_precisions<LowRank<float>>(small_config(FfnKind::lowrank, true), "llama lowrank");
+  check_both_precisions<BlockDense<float>>(small_config(FfnKind::blockdense, true), "llama blockdense");
+  check_both_precisions<BlockShuffle<float>>(small_config(FfnKind::blockshuffle, true), "llama blockshuffle");
 }
 
 TEST_CASE("cuda: Gpt trains as the CPU model does (AdamW on fp32 master weights)") {
   SKIP_WITHOUT_DEVICE();
   const GptConfig config = small_config(FfnKind::dense, false);
   Rng rng(0xADA);
-  cuda::Gpt<Dense<float>, float> gpu(config, rng);
-  auto& cpu = gpu.host();
+  HostGpt<Dense<float>> cpu(config);
+  cpu.init(rng);
+  DeviceGpt<Dense<float>, float> gpu(config);
+  gpu.arena().assign(cpu.arena().values_view());
   const AdamWConfig ac{.beta1 = 0.9, .beta2 = 0.95, .weight_decay = 0.1};
   AdamW<float> hopt(cpu.arena(), ac);
-  cuda::AdamW dopt(cpu.arena(), ac);
-  typename Gpt<Dense<float>, Dense<float>>::Context hctx;
-  cuda::Gpt<Dense<float>, float>::Context dctx;
+  AdamW<float, Device> dopt(gpu.arena(), ac);
+  HostGpt<Dense<float>>::Context hctx;
+  DeviceGpt<Dense<float>, float>::Context dctx;
   cuda::GradNormState norm_state;
   for (int step = 0; step < 3; ++step) {
     CAPTURE(step);
@@ -160,38 +179,40 @@ TEST_CASE("cuda: Gpt trains as the CPU model does (AdamW on fp32 master weights)
     cpu.arena().zero_grads();
     const double hl = cpu.forward(hctx, b.view(), 1.0f);
     cpu.backward(hctx);
-    gpu.zero_grads();
+    gpu.arena().zero_grads();
     const double dl = gpu.forward(dctx, b.view(), 1.0f);
     gpu.backward(dctx);
     CHECK(std::abs(dl - hl) <= 1e-4 * std::abs(hl));
     const double hn = global_norm(cpu.arena().grads_view());
-    const double dn = cuda::grad_norm(gpu.grads(), norm_state);
+    const double dn = cuda::grad_norm(gpu.arena().grads_view(), norm_state);
     CHECK(std::abs(dn - hn) <= 1e-4 * hn);
     hopt.step(cpu.arena(), 1e-3, clip_scale(hn, 1.0));
-    dopt.step(gpu.master(), gpu.params(), VectorView<const float, Device>(gpu.grads().data(), {gpu.size()}), 1e-3,
-              clip_scale(dn, 1.0));
+    dopt.step(gpu.arena(), 1e-3, clip_scale(dn, 1.0));
   }
   const std::vector<float> hvalues(cpu.arena().values(), cpu.arena().values() + cpu.arena().size());
   AdamW<float> back(cpu.arena(), ac);
   dopt.download(back);
-  gpu.download();  // overwrites the host values with the GPU's
+  gpu.arena().copy_to(cpu.arena().values_view());  // overwrites the host values with the GPU's
   CHECK(back.step_count() == 3);
   CHECK(rel_error(cpu.arena().values(), hvalues.data(), cpu.arena().size()) <= 1e-5);
   CHECK(rel_error(back.m().data(), hopt.m().data(), hopt.size()) <= 1e-4);
   CHECK(rel_error(back.v().data(), hopt.v().data(), hopt.size()) <= 1e-4);
 }
 
-TEST_CASE("cuda: Gpt uploads and downloads its parameters exactly; bad input is rejected") {
+TEST_CASE("cuda: Gpt's arena round-trips exactly; init draws what the host draws; bad input is refused") {
   SKIP_WITHOUT_DEVICE();
   const GptConfig config = small_config(FfnKind::blockshuffle, true);
-  Rng rng(7);
-  cuda::Gpt<BlockShuffle<float>, bf16> gpu(config, rng);
-  const std::vector<float> before(gpu.host().arena().values(), gpu.host().arena().values() + gpu.size());
-  std::fill_n(gpu.host().arena().values(), gpu.size(), 0.0f);
-  gpu.download();  // the fp32 master copy, not the bf16 working copy: exact
-  CHECK(std::equal(before.begin(), before.end(), gpu.host().arena().values()));
+  Rng rng(7), same(7);
+  DeviceGpt<BlockShuffle<float>, bf16> gpu(config);
+  gpu.init(rng);
+  HostGpt<BlockShuffle<float>> cpu(config);
+  cpu.init(same);
+  std::vector<float> back(std::size_t(gpu.arena().size()));
+  gpu.arena().copy_to(VectorView<float, Host>(back.data(), {gpu.arena().size()}));
+  // The fp32 master copy, not the bf16 working copy: exact.
+  CHECK(std::equal(back.begin(), back.end(), cpu.arena().values()));
 
-  typename cuda::Gpt<BlockShuffle<float>, bf16>::Context ctx;
+  typename DeviceGpt<BlockShuffle<float>, bf16>::Context ctx;
   Batch b = random_batch(config.vocab_size, 1, 8, 3);
   b.inputs[5] = std::int32_t(config.vocab_size);
   CHECK(test::error_of([&] { gpu.forward(ctx, b.view()); }).find("outside the vocabulary") != std::string::npos);
@@ -200,7 +221,15 @@ TEST_CASE("cuda: Gpt uploads and downloads its parameters exactly; bad input is 
   CHECK(test::error_of([&] { gpu.backward(ctx); }).find("not asked for gradients") != std::string::npos);
   GptConfig moe = small_config(FfnKind::dense, false);
   moe.moe_experts = 4;
-  CHECK(test::error_of([&] { cuda::Gpt<Dense<float>, bf16> m(moe); }).find("Mixture-of-Experts") != std::string::npos);
+  CHECK(test::error_of([&] { DeviceGpt<Dense<float>, bf16> m(moe); }).find("Mixture-of-Experts") != std::string::npos);
+  GrowthMask mask;
+  mask.layers = {false, true};
+  mask.value = 0.5;
+  CHECK(test::error_of([&] { gpu.set_growth_mask(mask); }).find("growth masks") != std::string::npos);
+  const std::vector<LayerKept> kept(2, LayerKept{{0}, {}});
+  const Batch ok = random_batch(config.vocab_size, 1, 8, 5);
+  CHECK(test::error_of([&] { gpu.forward(ctx, ok.view(), 0.0f, kept); }).find("kept heads") != std::string::npos);
+  CHECK(test::error_of([&] { gpu.make_decode_state(1); }).find("decoding runs on the host") != std::string::npos);
 }
 
 }  // namespace bonsai

@@ -3,8 +3,10 @@
 // per memory space by its backend (backend/cpu/ops.hpp for Host); nn/ calls these and nothing
 // of a backend directly. Each specialisation provides, as static member templates over the
 // scalar T (x, y (N, C); qkv (B*T, A + 2KV) packed as backend/cpu/attention.hpp describes):
-//   embedding_forward(tok, B, T, pos0, wte, wpe, y)        y = wte[tok] + wpe[pos0 + t]
-//   embedding_backward(tok, B, T, dy, dwte, dwpe)          dwte, dwpe += scatter of dy
+//   zero(v), copy(dst, src)                                 v = 0; dst = src, converting the
+//                                                           scalar, either side Host or Space
+//   embedding_forward(tok, B, T, pos0, wte, wpe, y, st)    y = wte[tok] + wpe[pos0 + t]
+//   embedding_backward(tok, B, T, dy, dwte, dwpe, st)      dwte, dwpe += scatter of dy
 //   layernorm_forward(x, w, b, y, eps, state, mask)         y = (x - mean) rstd w + b
 //   layernorm_backward(dy, x, w, dx, dw, db, acc, state, mask)
 //   rmsnorm_forward(x, w, y, eps, state, mask)              y = x rstd w
@@ -13,7 +15,7 @@
 //   attention_forward(shape, qkv, out, state)               out = softmax(QK^T/sqrt(hd) + causal) V
 //   attention_backward(shape, qkv, state, dout, dqkv)       dqkv = (from the forward's state)
 //   attention_decode(shape, qkv_new, pos, cache, out)       n new tokens against a KV cache
-//   softmax_cross_entropy(logits, targets, grad, scale)     summed loss; logits <- scale dL/dlogits
+//   softmax_cross_entropy(logits, targets, grad, scale, st) summed loss; logits <- scale dL/dlogits
 //   gemm(alpha, a, opa, b, opb, beta, c)                    c = alpha op(a) op(b) + beta c
 //   add(x, b, y), add_scaled(x, b, c, y)                    y = x + b, y = x + b diag(c)
 //   scaled_columns(x, c, y), scale_columns(y, c)            y = x diag(c), y <- y diag(c)
@@ -21,9 +23,12 @@
 //   swiglu_forward(g, u, h), swiglu_backward(dh, g, u, dg, du)   h = silu(g) u
 //   gather_rows(src, rows, dst), scatter_add_rows(src, rows, dst)          SAT's kept rows
 //   gather_column_blocks(src, blocks, w, dst), scatter_add_column_blocks(...)  and column blocks
-// and the state types below. A mask argument (the growth masks of nn/growth_mask.hpp) may be
+// and the state types below. Token ids and targets are in the space's memory; the embedding's
+// ids must lie in [0, V) (a caller checks them where they come from: Gpt, on the host). A mask argument (the growth masks of nn/growth_mask.hpp) may be
 // null; a space whose kernels take no mask refuses a non-null one with a sentence.
 #pragma once
+
+#include <type_traits>
 
 #include "../core/error.hpp"
 #include "../core/memory.hpp"
@@ -53,5 +58,16 @@ using AttentionState = typename Ops<Space>::template AttentionState<T>;
 /// The keys and values of past positions, for decoding.
 template <class T, class Space = Host>
 using KvCache = typename Ops<Space>::template KvCache<T>;
+/// The embedding's scratch (an id check, the backward's sort keys).
+template <class Space = Host>
+using EmbeddingState = typename Ops<Space>::EmbeddingState;
+/// The cross-entropy's scratch (per-row losses, the result's read-back).
+template <class Space = Host>
+using LossState = typename Ops<Space>::LossState;
+
+/// The scalar type a model with parameters in T computes its step scalars in (grad_scale, the
+/// loss scale, epsilons): T itself for float and double, float for narrower types (bf16).
+template <class T>
+using real_t = std::conditional_t<std::is_floating_point_v<T>, T, float>;
 
 }  // namespace bonsai

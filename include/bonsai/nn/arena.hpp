@@ -1,8 +1,12 @@
-// bonsai/nn/arena.hpp — ParamArena<T>: every parameter of a model in one contiguous buffer, each
-// a named slice ("h.3.mlp.up.U"), with a gradient buffer of the same layout. Layers register
-// their parameters while the model is laid out (add), the arena allocates once (allocate), and
-// layers then point into it. The optimizer state mirrors the arena slot for slot; checkpoints
-// write it tensor by tensor; data-parallel training all-reduces grads() in one call.
+// bonsai/nn/arena.hpp — ParamArena<T, Space>: every parameter of a model in one contiguous
+// buffer of memory space Space, each a named slice ("h.3.mlp.up.U"), with a gradient buffer of
+// the same layout. Layers register their parameters while the model is laid out (add), the arena
+// allocates once (allocate), and layers then point into it. Names, shapes and offsets live on the
+// host whatever the space, so one model description lays out the same arena on every backend.
+// On the device with a T narrower than float (bf16), the arena also holds the fp32 master copy
+// that the optimizer updates and checkpoints read; values() is then its working copy in T. The
+// optimizer state mirrors the arena slot for slot; checkpoints write it tensor by tensor;
+// data-parallel training all-reduces grads() in one call.
 #pragma once
 
 #include <charconv>
@@ -12,6 +16,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "../backend/cpu/ops.hpp"
 #include "../core/tensor.hpp"
 #include "../structured/map.hpp"
 
@@ -50,10 +55,13 @@ inline std::optional<LayerParamName> split_layer_param_name(std::string_view nam
   return out;
 }
 
-template <class T>
+template <class T, class Space = Host>
 class ParamArena {
  public:
   using value_type = T;
+  using space = Space;
+  /// Whether a separate fp32 master copy backs the values (a device arena in bf16).
+  static constexpr bool has_master = !std::is_same_v<Space, Host> && !std::is_same_v<T, float>;
 
   /// Registers a parameter and returns its offset. Names must be unique; only before allocate().
   index_t add(std::string name, std::vector<index_t> shape) {
@@ -76,11 +84,12 @@ class ParamArena {
     return first;
   }
 
-  /// Allocates values and gradients, both zeroed.
+  /// Allocates values and gradients (and the master copy), all zeroed.
   void allocate() {
     BONSAI_CHECK(!allocated(), "ParamArena: allocate() called twice");
-    m_values = Vector<T>(m_size);
-    m_grads = Vector<T>(m_size);
+    m_values = Vector<T, Space>(m_size);
+    m_grads = Vector<T, Space>(m_size);
+    if constexpr (has_master) m_master = Vector<float, Space>(m_size);
     m_allocated = true;
   }
   bool allocated() const noexcept { return m_allocated; }
@@ -103,14 +112,39 @@ class ParamArena {
   T* grads() noexcept { return m_grads.data(); }
   const T* grads() const noexcept { return m_grads.data(); }
   /// (size,) views of all values / all gradients.
-  VectorView<T> values_view() noexcept { return m_values.view(); }
-  VectorView<T> grads_view() noexcept { return m_grads.view(); }
+  VectorView<T, Space> values_view() noexcept { return m_values.view(); }
+  VectorView<T, Space> grads_view() noexcept { return m_grads.view(); }
+  /// (size,) the fp32 weights the optimizer updates: the master copy, or the values themselves.
+  VectorView<float, Space> master() noexcept
+    requires(has_master || std::is_same_v<T, float>)
+  {
+    if constexpr (has_master) return m_master.view();
+    else return m_values.view();
+  }
+
+  /// Sets the weights (master copy and values) from `host` (size,), fp32 values in this layout.
+  void assign(const VectorView<const float, Host>& host)
+    requires(has_master || std::is_same_v<T, float>)
+  {
+    BONSAI_CHECK(host.size() == m_size, "ParamArena::assign: ", host.size(), " values for an arena of ",
+                 m_size);
+    if constexpr (has_master) Ops<Space>::copy(m_master.view(), host);
+    Ops<Space>::copy(m_values.view(), host);
+  }
+  /// Writes the fp32 weights (the master copy) to `host` (size,).
+  void copy_to(const VectorView<float, Host>& host)
+    requires(has_master || std::is_same_v<T, float>)
+  {
+    BONSAI_CHECK(host.size() == m_size, "ParamArena::copy_to: ", host.size(), " values for an arena of ",
+                 m_size);
+    Ops<Space>::copy(host, VectorView<const float, Space>(master()));
+  }
 
   /// (size of the slot,) flat views of one parameter and its gradient.
-  VectorView<T> value(std::string_view name) { return flat(values(), slot(name)); }
-  VectorView<T> grad(std::string_view name) { return flat(grads(), slot(name)); }
-  VectorView<T> value(const ParamSlot& s) { return flat(values(), s); }
-  VectorView<T> grad(const ParamSlot& s) { return flat(grads(), s); }
+  VectorView<T, Space> value(std::string_view name) { return flat(values(), slot(name)); }
+  VectorView<T, Space> grad(std::string_view name) { return flat(grads(), slot(name)); }
+  VectorView<T, Space> value(const ParamSlot& s) { return flat(values(), s); }
+  VectorView<T, Space> grad(const ParamSlot& s) { return flat(grads(), s); }
 
   /// `map` bound to the values / the gradients of its parameters, registered at `offset` by
   /// add_map: the (weights, grads) pair that forward and backward take.
@@ -123,24 +157,25 @@ class ParamArena {
     return bind(map, flat_at(grads(), offset, map.param_count()));
   }
 
-  void zero_grads() noexcept {
-    if (m_size) std::memset(m_grads.data(), 0, sizeof(T) * m_size);
+  void zero_grads() {
+    if (m_size) Ops<Space>::zero(m_grads.view());
   }
 
  private:
-  VectorView<T> flat(T* base, const ParamSlot& s) { return flat_at(base, s.offset, s.size()); }
-  VectorView<T> flat_at(T* base, index_t offset, index_t n) {
+  VectorView<T, Space> flat(T* base, const ParamSlot& s) { return flat_at(base, s.offset, s.size()); }
+  VectorView<T, Space> flat_at(T* base, index_t offset, index_t n) {
     BONSAI_CHECK(allocated(), "ParamArena: not allocated");
     BONSAI_CHECK(offset >= 0 && offset + n <= m_size, "ParamArena: elements [", offset, ", ",
                  offset + n, ") lie outside the arena of ", m_size);
-    return VectorView<T>(base + offset, {n});
+    return VectorView<T, Space>(base + offset, {n});
   }
 
   std::vector<ParamSlot> m_slots;
   std::unordered_map<std::string, std::size_t> m_index;
   index_t m_size = 0;
   bool m_allocated = false;
-  Vector<T> m_values, m_grads;
+  Vector<T, Space> m_values, m_grads;  // (size)
+  Vector<float, Space> m_master;       // (size) when has_master
 };
 
 /// For every parameter of `to` that `from` also has, copies its slice of `src` (a buffer in

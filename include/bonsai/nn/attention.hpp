@@ -1,4 +1,4 @@
-// bonsai/nn/attention.hpp — Attention<T>: causal multi-head self-attention with grouped-query
+// bonsai/nn/attention.hpp — Attention<T, Space>: causal multi-head self-attention with grouped-query
 // heads and its own width A = n_head * head_dim:
 //   [q | k | v] = x Wqkv^T + b   (N, A + 2 KV),  q, k rotated by RoPE when pos == rope,
 //   o_h = softmax(q_h k_g^T / sqrt(hd) + causal mask) v_g,  g = h / (n_head / n_kv_head),
@@ -26,37 +26,38 @@
 
 namespace bonsai {
 
-template <class T>
+template <class T, class Space = Host>
 class Attention {
  public:
+  using Arena = ParamArena<T, Space>;
   struct Context {
-    bonsai::Context<Dense<T>, Host> qkv_ctx, proj_ctx;
-    Workspace<T> qkv;    // (N, A + 2KV), after RoPE
-    Workspace<T> out;    // (N, A), heads side by side
-    AttentionState<T> state;  // what the attention kernel saves for backward
-    Workspace<T> dqkv, dout;
+    bonsai::Context<Dense<T>, Space> qkv_ctx, proj_ctx;
+    Workspace<T, Space> qkv;    // (N, A + 2KV), after RoPE
+    Workspace<T, Space> out;    // (N, A), heads side by side
+    AttentionState<T, Space> state;  // what the attention kernel saves for backward
+    Workspace<T, Space> dqkv, dout;
     AttentionShape shape{};
     const T* mask = nullptr;  // (A + 2KV) or null, the forward's q, k, v mask
     // Kept heads: the qkv rows they read, and compact weights, biases, gradients and mask.
     std::vector<index_t> kept, rows;  // (k), (3 k hd)
-    Workspace<T> kept_values, kept_grads, kept_mask;
+    Workspace<T, Space> kept_values, kept_grads, kept_mask;
   };
 
   Attention(const GptConfig& c)
       : m_width(c.d_model), m_heads(c.n_head), m_kv_heads(c.kv_heads()), m_head_dim(c.head_dim()),
         m_rope(c.pos == PosKind::rope), m_qkv(c.d_model, c.attention_width() + 2 * c.kv_width()),
         m_proj(c.attention_width(), c.d_model) {
-    if (m_rope) m_table = RopeTable<T>(c.max_seq_len, m_head_dim, c.rope_base);
+    if (m_rope) m_table = RopeTable<T, Space>(c.max_seq_len, m_head_dim, c.rope_base);
   }
 
-  void declare(ParamArena<T>& arena, const std::string& prefix) {
+  void declare(Arena& arena, const std::string& prefix) {
     m_qkv_off = arena.add_map(prefix + "qkv.", m_qkv);
     m_qkv_bias = arena.add(prefix + "qkv.bias", {m_qkv.out_features()});
     m_proj_off = arena.add_map(prefix + "proj.", m_proj);
     m_proj_bias = arena.add(prefix + "proj.bias", {m_width});
   }
   /// Weights N(0, std^2), the output projection N(0, proj_std^2); biases 0.
-  void init(ParamArena<T>& arena, Rng& rng, double stddev, double proj_std) const {
+  void init(Arena& arena, Rng& rng, double stddev, double proj_std) const {
     init_normal(arena.bind_values(m_qkv, m_qkv_off), rng, stddev);
     init_normal(arena.bind_values(m_proj, m_proj_off), rng, proj_std);
   }
@@ -64,12 +65,14 @@ class Attention {
   /// y (B*T, d) = attention(x (B*T, d)) over `batch` sequences of length `seq`; `mask`
   /// (A + 2KV) or null scales q, k and v; `kept` (increasing query heads; empty: all) limits
   /// the work, here and in backward, to those heads.
-  void forward(ParamArena<T>& arena, Context& ctx, const MatrixView<const T, Host>& x,
-               const MatrixView<T, Host>& y, index_t batch, index_t seq, const T* mask = nullptr,
+  void forward(Arena& arena, Context& ctx, const MatrixView<const T, Space>& x,
+               const MatrixView<T, Space>& y, index_t batch, index_t seq, const T* mask = nullptr,
                std::span<const index_t> kept = {}) const {
     const index_t n = x.rows();
     BONSAI_CHECK(n == batch * seq, "Attention: x has ", n, " rows but batch ", batch, " x seq ",
                  seq, " = ", batch * seq);
+    BONSAI_CHECK((std::is_same_v<Space, Host> || kept.empty()), "Attention: computing only the kept "
+                 "heads (sparsity-accelerated training) has no ", Space::name, " kernels yet");
     ctx.mask = mask;
     ctx.kept.assign(kept.begin(), kept.end());
     if (kept.empty()) {
@@ -83,14 +86,14 @@ class Attention {
     T* v = ctx.kept_values.reserve(c.size);
     const index_t r = index_t(ctx.rows.size());
     const Wide w = wide(arena.values());
-    Ops<Host>::gather_rows<T>(w.qkv, ctx.rows, matrix_view<Host>(v + c.qkv, r, m_width));
-    Ops<Host>::gather_rows<T>(w.qkv_bias, ctx.rows, matrix_view<Host>(v + c.qkv_bias, r, 1));
-    Ops<Host>::gather_column_blocks<T>(w.proj, ctx.kept, m_head_dim,  // the kept heads' columns
-                                       matrix_view<Host>(v + c.proj, m_width, k * m_head_dim));
+    Ops<Space>::template gather_rows<T>(w.qkv, ctx.rows, matrix_view<Space>(v + c.qkv, r, m_width));
+    Ops<Space>::template gather_rows<T>(w.qkv_bias, ctx.rows, matrix_view<Space>(v + c.qkv_bias, r, 1));
+    Ops<Space>::template gather_column_blocks<T>(w.proj, ctx.kept, m_head_dim,  // the kept heads' columns
+                                       matrix_view<Space>(v + c.proj, m_width, k * m_head_dim));
     if (mask) {
       T* m = ctx.kept_mask.reserve(r);
       const index_t all = m_qkv.out_features();
-      Ops<Host>::gather_rows<T>(matrix_view<Host, const T>(mask, all, 1), ctx.rows, matrix_view<Host>(m, r, 1));
+      Ops<Space>::template gather_rows<T>(matrix_view<Space, const T>(mask, all, 1), ctx.rows, matrix_view<Space>(m, r, 1));
       ctx.mask = m;
     }
     run_forward(c.bind(v, arena.values() + m_proj_bias), ctx, x, y);
@@ -98,8 +101,8 @@ class Attention {
 
   /// dx = dL/dx (assigned) from dy (N, d); parameter gradients +=, only on the forward's kept
   /// heads when it had a kept set.
-  void backward(ParamArena<T>& arena, Context& ctx, const MatrixView<const T, Host>& dy,
-                const MatrixView<T, Host>& dx) const {
+  void backward(Arena& arena, Context& ctx, const MatrixView<const T, Space>& dy,
+                const MatrixView<T, Space>& dx) const {
     if (ctx.kept.empty())
       return run_backward(full(arena.values()), full(arena.grads()), ctx, dy, dx);
     const index_t k = index_t(ctx.kept.size());
@@ -112,30 +115,30 @@ class Attention {
     // one after another.
     const index_t r = index_t(ctx.rows.size());
     const auto cg = [&](index_t off, index_t rows, index_t cols) {
-      return matrix_view<Host, const T>(g + off, rows, cols);
+      return matrix_view<Space, const T>(g + off, rows, cols);
     };
     const Wide w = wide(arena.grads());
-    Ops<Host>::scatter_add_rows<T>(cg(c.qkv, r, m_width), ctx.rows, w.qkv);
-    Ops<Host>::scatter_add_rows<T>(cg(c.qkv_bias, r, 1), ctx.rows, w.qkv_bias);
-    Ops<Host>::scatter_add_column_blocks<T>(cg(c.proj, m_width, k * m_head_dim), ctx.kept, m_head_dim,
+    Ops<Space>::template scatter_add_rows<T>(cg(c.qkv, r, m_width), ctx.rows, w.qkv);
+    Ops<Space>::template scatter_add_rows<T>(cg(c.qkv_bias, r, 1), ctx.rows, w.qkv_bias);
+    Ops<Space>::template scatter_add_column_blocks<T>(cg(c.proj, m_width, k * m_head_dim), ctx.kept, m_head_dim,
                                             w.proj);
   }
 
   /// Decoding: y (B*n, d) for n new tokens per sequence at positions [pos, pos + n), attending
   /// to the keys and values in `cache` (which grows by n). Nothing is saved for backward.
-  void decode(ParamArena<T>& arena, Context& ctx, const MatrixView<const T, Host>& x,
-              const MatrixView<T, Host>& y, index_t batch, index_t n, index_t pos,
-              KvCache<T>& cache, const T* mask = nullptr) const {
+  void decode(Arena& arena, Context& ctx, const MatrixView<const T, Space>& x,
+              const MatrixView<T, Space>& y, index_t batch, index_t n, index_t pos,
+              KvCache<T, Space>& cache, const T* mask = nullptr) const {
     const AttentionShape shape{batch, n, m_heads, m_kv_heads, m_head_dim};
     const auto qkv = ctx.qkv.matrix(x.rows(), m_qkv.out_features());  // (B*n, A + 2KV)
     bonsai::forward(arena.bind_values(m_qkv, m_qkv_off), x, qkv, ctx.qkv_ctx,
-                    epilogue::Bias<T>{vec(arena.values(), m_qkv_bias, m_qkv.out_features())});
-    if (mask) Ops<Host>::scale_columns<T>(qkv, mask);
-    if (m_rope) Ops<Host>::rope_forward<T>(qkv, shape, m_table, pos);
+                    epilogue::Bias<T, Space>{vec(arena.values(), m_qkv_bias, m_qkv.out_features())});
+    if (mask) Ops<Space>::template scale_columns<T>(qkv, mask);
+    if (m_rope) Ops<Space>::template rope_forward<T>(qkv, shape, m_table, pos);
     const auto out = ctx.out.matrix(x.rows(), m_proj.in_features());  // (B*n, A)
-    Ops<Host>::attention_decode<T>(shape, MatrixView<const T, Host>(qkv), pos, cache, out);
-    bonsai::forward(arena.bind_values(m_proj, m_proj_off), MatrixView<const T, Host>(out), y,
-                    ctx.proj_ctx, epilogue::Bias<T>{vec(arena.values(), m_proj_bias, m_width)});
+    Ops<Space>::template attention_decode<T>(shape, MatrixView<const T, Space>(qkv), pos, cache, out);
+    bonsai::forward(arena.bind_values(m_proj, m_proj_off), MatrixView<const T, Space>(out), y,
+                    ctx.proj_ctx, epilogue::Bias<T, Space>{vec(arena.values(), m_proj_bias, m_width)});
   }
   /// Forward FLOPs for `batch` sequences of `seq` tokens: the two projections plus the causal
   /// score and value products (each 2 A per attended key; on average (T + 1) / 2 keys).
@@ -153,9 +156,9 @@ class Attention {
 
   /// The head outputs (N, k head_dim) of the last forward, before the output projection: its
   /// kept heads (ctx.kept; all when it kept all) side by side, in that order.
-  MatrixView<const T, Host> head_outputs(Context& ctx, index_t tokens) const {
+  MatrixView<const T, Space> head_outputs(Context& ctx, index_t tokens) const {
     const index_t k = ctx.kept.empty() ? m_heads : index_t(ctx.kept.size());
-    return MatrixView<const T, Host>(ctx.out.matrix(tokens, k * m_head_dim));
+    return MatrixView<const T, Space>(ctx.out.matrix(tokens, k * m_head_dim));
   }
 
   /// flags[e] = 1 (flags in the arena's layout) for every parameter the last forward computed
@@ -182,7 +185,7 @@ class Attention {
   /// rows, the k and v rows of its key/value head and its output-projection columns (the
   /// magnitude score is the square root); column_l1[c] += the L1 norm of output-projection
   /// column c (A entries; Wanda's weight factor).
-  void add_head_norms(const ParamArena<T>& arena, std::span<double> energy,
+  void add_head_norms(const ParamArena<T, Space>& arena, std::span<double> energy,
                       std::span<double> column_l1) const {
     const index_t A = m_proj.in_features(), hd = m_head_dim, group = m_heads / m_kv_heads,
                   KV = m_kv_heads * hd;
@@ -203,13 +206,13 @@ class Attention {
   }
 
  private:
-  static VectorView<T> vec(T* base, index_t off, index_t n) { return VectorView<T>(base + off, {n}); }
+  static VectorView<T, Space> vec(T* base, index_t off, index_t n) { return VectorView<T, Space>(base + off, {n}); }
 
   /// The projections and biases a pass runs on, bound to values or gradients: the arena's
   /// (all heads) or the kept heads' compact copies.
   struct Bound {
     Dense<T> qkv, proj;
-    VectorView<T> qkv_bias, proj_bias;
+    VectorView<T, Space> qkv_bias, proj_bias;
   };
 
   Bound full(T* base) const {
@@ -228,8 +231,8 @@ class Attention {
 
     /// Bound to the compact buffer `base` and the full output bias `proj_bias` (d).
     Bound bind(T* base, T* proj_bias) const {
-      Bound b{qkv_map, proj_map, VectorView<T>(base + qkv_bias, {qkv_map.out_features()}),
-              VectorView<T>(proj_bias, {width})};
+      Bound b{qkv_map, proj_map, VectorView<T, Space>(base + qkv_bias, {qkv_map.out_features()}),
+              VectorView<T, Space>(proj_bias, {width})};
       b.qkv.bind(base + qkv);
       b.proj.bind(base + proj);
       return b;
@@ -239,12 +242,12 @@ class Attention {
   /// The full qkv weight (A + 2KV, d), its bias as a column (A + 2KV, 1) and proj (d, A), over
   /// the arena's values or gradients `base`.
   struct Wide {
-    MatrixView<T, Host> qkv, qkv_bias, proj;
+    MatrixView<T, Space> qkv, qkv_bias, proj;
   };
   Wide wide(T* base) const {
     const index_t all = m_qkv.out_features();
-    return {matrix_view<Host>(base + m_qkv_off, all, m_width), matrix_view<Host>(base + m_qkv_bias, all, 1),
-            matrix_view<Host>(base + m_proj_off, m_width, m_proj.in_features())};
+    return {matrix_view<Space>(base + m_qkv_off, all, m_width), matrix_view<Space>(base + m_qkv_bias, all, 1),
+            matrix_view<Space>(base + m_proj_off, m_width, m_proj.in_features())};
   }
 
   Compact compact(index_t k) const {
@@ -257,33 +260,33 @@ class Attention {
     return c;
   }
 
-  void run_forward(const Bound& b, Context& ctx, const MatrixView<const T, Host>& x,
-                   const MatrixView<T, Host>& y) const {
+  void run_forward(const Bound& b, Context& ctx, const MatrixView<const T, Space>& x,
+                   const MatrixView<T, Space>& y) const {
     const index_t n = x.rows();
     const auto qkv = ctx.qkv.matrix(n, b.qkv.out_features());  // (N, A + 2KV)
-    bonsai::forward(b.qkv, x, qkv, ctx.qkv_ctx, epilogue::Bias<T>{b.qkv_bias});
-    if (ctx.mask) Ops<Host>::scale_columns<T>(qkv, ctx.mask);
-    if (m_rope) Ops<Host>::rope_forward<T>(qkv, ctx.shape, m_table, index_t(0));
+    bonsai::forward(b.qkv, x, qkv, ctx.qkv_ctx, epilogue::Bias<T, Space>{b.qkv_bias});
+    if (ctx.mask) Ops<Space>::template scale_columns<T>(qkv, ctx.mask);
+    if (m_rope) Ops<Space>::template rope_forward<T>(qkv, ctx.shape, m_table, index_t(0));
     const auto out = ctx.out.matrix(n, b.proj.in_features());  // (N, A)
-    Ops<Host>::attention_forward<T>(ctx.shape, MatrixView<const T, Host>(qkv), out, ctx.state);
-    bonsai::forward(b.proj, MatrixView<const T, Host>(out), y, ctx.proj_ctx,
-                    epilogue::Bias<T>{b.proj_bias});
+    Ops<Space>::template attention_forward<T>(ctx.shape, MatrixView<const T, Space>(qkv), out, ctx.state);
+    bonsai::forward(b.proj, MatrixView<const T, Space>(out), y, ctx.proj_ctx,
+                    epilogue::Bias<T, Space>{b.proj_bias});
   }
 
   void run_backward(const Bound& b, const Bound& g, Context& ctx,
-                    const MatrixView<const T, Host>& dy, const MatrixView<T, Host>& dx) const {
+                    const MatrixView<const T, Space>& dy, const MatrixView<T, Space>& dx) const {
     const index_t n = dy.rows();
     const auto dout = ctx.dout.matrix(n, b.proj.in_features());  // (N, A)
     bonsai::backward(b.proj, ctx.proj_ctx, dy, dout, g.proj,
-                     epilogue::Bias<T>{b.proj_bias, g.proj_bias});
+                     epilogue::Bias<T, Space>{b.proj_bias, g.proj_bias});
     const auto dqkv = ctx.dqkv.matrix(n, b.qkv.out_features());  // (N, A + 2KV)
     const auto qkv = ctx.qkv.matrix(n, b.qkv.out_features());
-    Ops<Host>::attention_backward<T>(ctx.shape, MatrixView<const T, Host>(qkv), ctx.state,
-                                     MatrixView<const T, Host>(dout), dqkv);
-    if (m_rope) Ops<Host>::rope_backward<T>(dqkv, ctx.shape, m_table, index_t(0));
-    if (ctx.mask) Ops<Host>::scale_columns<T>(dqkv, ctx.mask);
-    bonsai::backward(b.qkv, ctx.qkv_ctx, MatrixView<const T, Host>(dqkv), dx, g.qkv,
-                     epilogue::Bias<T>{b.qkv_bias, g.qkv_bias});
+    Ops<Space>::template attention_backward<T>(ctx.shape, MatrixView<const T, Space>(qkv), ctx.state,
+                                     MatrixView<const T, Space>(dout), dqkv);
+    if (m_rope) Ops<Space>::template rope_backward<T>(dqkv, ctx.shape, m_table, index_t(0));
+    if (ctx.mask) Ops<Space>::template scale_columns<T>(dqkv, ctx.mask);
+    bonsai::backward(b.qkv, ctx.qkv_ctx, MatrixView<const T, Space>(dqkv), dx, g.qkv,
+                     epilogue::Bias<T, Space>{b.qkv_bias, g.qkv_bias});
   }
 
   /// The qkv rows of the kept heads: their q rows, then the k rows and the v rows of each kept
@@ -307,7 +310,7 @@ class Attention {
   index_t m_width, m_heads, m_kv_heads, m_head_dim;
   bool m_rope;
   Dense<T> m_qkv, m_proj;
-  RopeTable<T> m_table;
+  RopeTable<T, Space> m_table;
   index_t m_qkv_off = 0, m_qkv_bias = 0, m_proj_off = 0, m_proj_bias = 0;
 };
 

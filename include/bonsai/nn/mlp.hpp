@@ -1,4 +1,4 @@
-// bonsai/nn/mlp.hpp — Mlp<Up, Down>: the feed-forward block with structured linear maps.
+// bonsai/nn/mlp.hpp — Mlp<Up, Down, Space>: the feed-forward block with structured linear maps.
 //   gelu:    y = down(gelu_tanh(up(x) + b_up)) + b_down
 //   swiglu:  y = down(silu(gate(x) + b_gate) * (up(x) + b_up)) + b_down,  silu(u) = u sigmoid(u)
 // Up (d -> F, also the gate's type) and Down (F -> d) are any structured maps; their parameters
@@ -21,7 +21,7 @@
 
 namespace bonsai {
 
-template <class Up, class Down>
+template <class Up, class Down, class Space = Host>
 class Mlp {
   static_assert(std::is_same_v<scalar_of<Up>, scalar_of<Down>>,
                 "Mlp: the up and down maps must hold the same scalar type");
@@ -30,15 +30,16 @@ class Mlp {
   using T = scalar_of<Up>;
   using UpMap = Up;
   using DownMap = Down;
+  using Arena = ParamArena<T, Space>;
 
   struct Context {
-    bonsai::Context<Up, Host> up, gate;  // what the maps saved
-    bonsai::Context<Down, Host> down;
-    Workspace<T> u, g, h;  // (N, F): up(x) + b, gate(x) + b (swiglu), the activation
-    Workspace<T> dh, du, dg, dx2;  // gradients: (N, F) x 3, (N, d)
+    bonsai::Context<Up, Space> up, gate;  // what the maps saved
+    bonsai::Context<Down, Space> down;
+    Workspace<T, Space> u, g, h;  // (N, F): up(x) + b, gate(x) + b (swiglu), the activation
+    Workspace<T, Space> dh, du, dg, dx2;  // gradients: (N, F) x 3, (N, d)
     const T* mask = nullptr;       // (F) or null, the forward's mask
     std::vector<index_t> kept;     // the forward's kept channels (empty: all)
-    Workspace<T> kept_values, kept_grads, kept_mask;  // their compact parameters, gradients, mask
+    Workspace<T, Space> kept_values, kept_grads, kept_mask;  // their compact parameters, gradients, mask
   };
 
   Mlp(const Up& up, const Down& down, ActKind act) : m_up(up), m_gate(up), m_down(down), m_act(act) {
@@ -48,7 +49,7 @@ class Mlp {
                  " features but down returns ", down.out_features());
   }
 
-  void declare(ParamArena<T>& arena, const std::string& prefix) {
+  void declare(Arena& arena, const std::string& prefix) {
     m_up_off = arena.add_map(prefix + "up.", m_up);
     m_up_bias = arena.add(prefix + "up.bias", {hidden()});
     if (m_act == ActKind::swiglu) {
@@ -61,7 +62,7 @@ class Mlp {
 
   /// Weights as the structure's default (dense: N(0, std^2), the down projection's std
   /// `down_std`); biases 0.
-  void init(ParamArena<T>& arena, Rng& rng, double stddev, double down_std) const {
+  void init(Arena& arena, Rng& rng, double stddev, double down_std) const {
     init_ffn_map(arena.bind_values(m_up, m_up_off), rng, stddev);
     if (m_act == ActKind::swiglu) init_ffn_map(arena.bind_values(m_gate, m_gate_off), rng, stddev);
     init_ffn_map(arena.bind_values(m_down, m_down_off), rng, down_std);
@@ -72,13 +73,15 @@ class Mlp {
   /// backward: y = down[:, S](act(up[S, :] x + b_up[S])) + b_down, the other channels' weights
   /// get exactly zero gradient, and the FLOPs shrink with |S| (sparsity-accelerated training;
   /// Dense and LowRank maps only).
-  void forward(ParamArena<T>& arena, Context& ctx, const MatrixView<const T, Host>& x,
-               const MatrixView<T, Host>& y, const T* mask = nullptr,
+  void forward(Arena& arena, Context& ctx, const MatrixView<const T, Space>& x,
+               const MatrixView<T, Space>& y, const T* mask = nullptr,
                std::span<const index_t> kept = {}) const {
+    BONSAI_CHECK((std::is_same_v<Space, Host> || kept.empty()), "Mlp: computing only the kept "
+                 "channels (sparsity-accelerated training) has no ", Space::name, " kernels yet");
     ctx.kept.assign(kept.begin(), kept.end());
     ctx.mask = mask;
     if (kept.empty()) return run_forward(full(arena.values()), ctx, x, y);
-    if constexpr (restrictable_v<Up> && restrictable_v<Down>) {
+    if constexpr (restrictable_v<Up> && restrictable_v<Down> && std::is_same_v<Space, Host>) {
       const Compact c = compact(index_t(kept.size()));
       T* v = ctx.kept_values.reserve(c.size);
       gather_params(m_up, Side::outputs, kept, arena.values() + m_up_off, v + c.up_at);
@@ -103,11 +106,11 @@ class Mlp {
 
   /// dx = dL/dx (assigned) from dy (N, d); parameter gradients +=, only on the forward's kept
   /// channels when it had a kept set.
-  void backward(ParamArena<T>& arena, Context& ctx, const MatrixView<const T, Host>& dy,
-                const MatrixView<T, Host>& dx) const {
+  void backward(Arena& arena, Context& ctx, const MatrixView<const T, Space>& dy,
+                const MatrixView<T, Space>& dx) const {
     if (ctx.kept.empty())
       return run_backward(full(arena.values()), full(arena.grads()), ctx, dy, dx);
-    if constexpr (restrictable_v<Up> && restrictable_v<Down>) {
+    if constexpr (restrictable_v<Up> && restrictable_v<Down> && std::is_same_v<Space, Host>) {
       const std::span<const index_t> kept = ctx.kept;
       const Compact c = compact(index_t(kept.size()));
       T* g = ctx.kept_grads.reserve(c.size);
@@ -148,9 +151,9 @@ class Mlp {
 
   /// The activations (N, k) the last forward fed to the down map: act(up(x) + b) of its kept
   /// channels (ctx.kept; all F when it kept all), in that order.
-  MatrixView<const T, Host> activations(Context& ctx, index_t tokens) const {
+  MatrixView<const T, Space> activations(Context& ctx, index_t tokens) const {
     const index_t k = ctx.kept.empty() ? hidden() : index_t(ctx.kept.size());
-    return MatrixView<const T, Host>(ctx.h.matrix(tokens, k));
+    return MatrixView<const T, Space>(ctx.h.matrix(tokens, k));
   }
 
   /// flags[e] = 1 (flags in the arena's layout) for every parameter the last forward computed
@@ -186,7 +189,7 @@ class Mlp {
   /// is the square root), reader_l1[i] += the L1 norm of its down column (Wanda's weight
   /// factor). For LowRank maps a channel owns its row of U and its column of V, the shared
   /// factors count for no channel.
-  void add_channel_norms(const ParamArena<T>& arena, std::span<double> energy,
+  void add_channel_norms(const Arena& arena, std::span<double> energy,
                          std::span<double> reader_l1) const {
     if constexpr (restrictable_v<Up> && restrictable_v<Down>) {
       const T* v = arena.values();
@@ -211,15 +214,15 @@ class Mlp {
 
   /// Calls f(map) with copies of the up, gate (swiglu) and down maps bound to the arena's values.
   template <class F>
-  void for_each_bound_map(ParamArena<T>& arena, F&& f) const {
+  void for_each_bound_map(Arena& arena, F&& f) const {
     f(arena.bind_values(m_up, m_up_off));
     if (m_act == ActKind::swiglu) f(arena.bind_values(m_gate, m_gate_off));
     f(arena.bind_values(m_down, m_down_off));
   }
 
   /// The maps bound to the arena's values (for inspection, merging and growth).
-  Up up(ParamArena<T>& arena) const { return arena.bind_values(m_up, m_up_off); }
-  Down down(ParamArena<T>& arena) const { return arena.bind_values(m_down, m_down_off); }
+  Up up(Arena& arena) const { return arena.bind_values(m_up, m_up_off); }
+  Down down(Arena& arena) const { return arena.bind_values(m_down, m_down_off); }
 
  private:
   /// The maps and biases a pass runs on, bound to values or to gradients: the arena's (all
@@ -227,7 +230,7 @@ class Mlp {
   struct Bound {
     Up up, gate;
     Down down;
-    VectorView<T> b_up, b_gate, b_down;
+    VectorView<T, Space> b_up, b_gate, b_down;
   };
 
   /// The arena's maps and biases bound to `base` (its values or its gradients).
@@ -236,9 +239,9 @@ class Mlp {
     b.up.bind(base + m_up_off);
     if (m_act == ActKind::swiglu) b.gate.bind(base + m_gate_off);
     b.down.bind(base + m_down_off);
-    b.b_up = VectorView<T>(base + m_up_bias, {hidden()});
-    if (m_act == ActKind::swiglu) b.b_gate = VectorView<T>(base + m_gate_bias, {hidden()});
-    b.b_down = VectorView<T>(base + m_down_bias, {width()});
+    b.b_up = VectorView<T, Space>(base + m_up_bias, {hidden()});
+    if (m_act == ActKind::swiglu) b.b_gate = VectorView<T, Space>(base + m_gate_bias, {hidden()});
+    b.b_down = VectorView<T, Space>(base + m_down_bias, {width()});
     return b;
   }
 
@@ -255,9 +258,9 @@ class Mlp {
       b.up.bind(base + up_at);
       b.gate.bind(base + gate_at);
       b.down.bind(base + down_at);
-      b.b_up = VectorView<T>(base + b_up, {k});
-      b.b_gate = VectorView<T>(base + b_gate, {k});
-      b.b_down = VectorView<T>(b_down, {width});
+      b.b_up = VectorView<T, Space>(base + b_up, {k});
+      b.b_gate = VectorView<T, Space>(base + b_gate, {k});
+      b.b_down = VectorView<T, Space>(b_down, {width});
       return b;
     }
   };
@@ -280,60 +283,60 @@ class Mlp {
                  "would leave a block-diagonal map with blocks of unequal sizes)");
   }
 
-  void run_forward(const Bound& b, Context& ctx, const MatrixView<const T, Host>& x,
-                   const MatrixView<T, Host>& y) const {
+  void run_forward(const Bound& b, Context& ctx, const MatrixView<const T, Space>& x,
+                   const MatrixView<T, Space>& y) const {
     const index_t n = x.rows(), f = b.up.out_features();
     const auto h = ctx.h.matrix(n, f);  // (N, F)
     const T* mask = ctx.mask;
-    const VectorView<const T> b_up(b.b_up.data(), {f}), b_gate(b.b_gate.data(), {f}),
+    const VectorView<const T, Space> b_up(b.b_up.data(), {f}), b_gate(b.b_gate.data(), {f}),
         b_down(b.b_down.data(), {width()});
     if (m_act == ActKind::gelu && mask) {  // unfused: u = c (up(x) + b) is kept for backward
       const auto u = ctx.u.matrix(n, f);  // (N, F)
-      bonsai::forward(b.up, x, u, ctx.up, epilogue::Bias<T>{b_up});
-      Ops<Host>::scale_columns<T>(u, mask);
-      Ops<Host>::gelu_forward<T>(u, h);
+      bonsai::forward(b.up, x, u, ctx.up, epilogue::Bias<T, Space>{b_up});
+      Ops<Space>::template scale_columns<T>(u, mask);
+      Ops<Space>::template gelu_forward<T>(u, h);
     } else if (m_act == ActKind::gelu) {
-      bonsai::forward(b.up, x, h, ctx.up, epilogue::BiasGelu<T>{b_up});
+      bonsai::forward(b.up, x, h, ctx.up, epilogue::BiasGelu<T, Space>{b_up});
     } else {
       const auto u = ctx.u.matrix(n, f), g = ctx.g.matrix(n, f);  // (N, F)
-      bonsai::forward(b.up, x, u, ctx.up, epilogue::Bias<T>{b_up});
-      bonsai::forward(b.gate, x, g, ctx.gate, epilogue::Bias<T>{b_gate});
-      if (mask) Ops<Host>::scale_columns<T>(g, mask);
-      Ops<Host>::swiglu_forward<T>(g, u, h);
+      bonsai::forward(b.up, x, u, ctx.up, epilogue::Bias<T, Space>{b_up});
+      bonsai::forward(b.gate, x, g, ctx.gate, epilogue::Bias<T, Space>{b_gate});
+      if (mask) Ops<Space>::template scale_columns<T>(g, mask);
+      Ops<Space>::template swiglu_forward<T>(g, u, h);
     }
-    bonsai::forward(b.down, MatrixView<const T, Host>(h), y, ctx.down, epilogue::Bias<T>{b_down});
+    bonsai::forward(b.down, MatrixView<const T, Space>(h), y, ctx.down, epilogue::Bias<T, Space>{b_down});
   }
 
   void run_backward(const Bound& b, const Bound& g, Context& ctx,
-                    const MatrixView<const T, Host>& dy, const MatrixView<T, Host>& dx) const {
+                    const MatrixView<const T, Space>& dy, const MatrixView<T, Space>& dx) const {
     const index_t n = dy.rows(), f = b.up.out_features();
     const auto dh = ctx.dh.matrix(n, f);  // (N, F)
-    const VectorView<const T> b_up(b.b_up.data(), {f}), b_gate(b.b_gate.data(), {f}),
+    const VectorView<const T, Space> b_up(b.b_up.data(), {f}), b_gate(b.b_gate.data(), {f}),
         b_down(b.b_down.data(), {width()});
-    bonsai::backward(b.down, ctx.down, dy, dh, g.down, epilogue::Bias<T>{b_down, g.b_down});
+    bonsai::backward(b.down, ctx.down, dy, dh, g.down, epilogue::Bias<T, Space>{b_down, g.b_down});
     if (m_act == ActKind::gelu && ctx.mask) {
       const auto u = ctx.u.matrix(n, f), du = ctx.du.matrix(n, f);  // (N, F)
-      Ops<Host>::gelu_backward<T>(dh, u, du);
-      Ops<Host>::scale_columns<T>(du, ctx.mask);
-      bonsai::backward(b.up, ctx.up, MatrixView<const T, Host>(du), dx, g.up,
-                       epilogue::Bias<T>{b_up, g.b_up});
+      Ops<Space>::template gelu_backward<T>(dh, u, du);
+      Ops<Space>::template scale_columns<T>(du, ctx.mask);
+      bonsai::backward(b.up, ctx.up, MatrixView<const T, Space>(du), dx, g.up,
+                       epilogue::Bias<T, Space>{b_up, g.b_up});
       return;
     }
     if (m_act == ActKind::gelu) {
-      bonsai::backward(b.up, ctx.up, MatrixView<const T, Host>(dh), dx, g.up,
-                       epilogue::BiasGelu<T>{b_up, g.b_up});
+      bonsai::backward(b.up, ctx.up, MatrixView<const T, Space>(dh), dx, g.up,
+                       epilogue::BiasGelu<T, Space>{b_up, g.b_up});
       return;
     }
     const auto u = ctx.u.matrix(n, f), gt = ctx.g.matrix(n, f);     // (N, F)
     const auto du = ctx.du.matrix(n, f), dg = ctx.dg.matrix(n, f);  // (N, F)
-    Ops<Host>::swiglu_backward<T>(dh, gt, u, dg, du);
-    if (ctx.mask) Ops<Host>::scale_columns<T>(dg, ctx.mask);
-    bonsai::backward(b.up, ctx.up, MatrixView<const T, Host>(du), dx, g.up,
-                     epilogue::Bias<T>{b_up, g.b_up});
+    Ops<Space>::template swiglu_backward<T>(dh, gt, u, dg, du);
+    if (ctx.mask) Ops<Space>::template scale_columns<T>(dg, ctx.mask);
+    bonsai::backward(b.up, ctx.up, MatrixView<const T, Space>(du), dx, g.up,
+                     epilogue::Bias<T, Space>{b_up, g.b_up});
     const auto dx2 = ctx.dx2.matrix(n, width());  // (N, d)
-    bonsai::backward(b.gate, ctx.gate, MatrixView<const T, Host>(dg), dx2, g.gate,
-                     epilogue::Bias<T>{b_gate, g.b_gate});
-    Ops<Host>::add<T>(dx, dx2, dx);
+    bonsai::backward(b.gate, ctx.gate, MatrixView<const T, Space>(dg), dx2, g.gate,
+                     epilogue::Bias<T, Space>{b_gate, g.b_gate});
+    Ops<Space>::template add<T>(dx, dx2, dx);
   }
 
 

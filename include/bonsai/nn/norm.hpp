@@ -1,4 +1,4 @@
-// bonsai/nn/norm.hpp — Norm<T>: the per-token normalisation of a block, LayerNorm
+// bonsai/nn/norm.hpp — Norm<T, Space>: the per-token normalisation of a block, LayerNorm
 // (x - mean) * rstd * w + b or RMSNorm x * rstd * w, chosen per model (GptConfig::norm).
 // Parameters "<prefix>weight" (C), initialised to 1, and "<prefix>bias" (C, LayerNorm only), 0.
 // An optional growth mask c (C) weights the statistics and scales the output (nn/growth_mask.hpp).
@@ -12,50 +12,52 @@
 
 namespace bonsai {
 
-template <class T>
+template <class T, class Space = Host>
 class Norm {
  public:
+  using Arena = ParamArena<T, Space>;
+  using Real = real_t<T>;
   struct Context {
-    MatrixView<const T, Host> x;  // (N, C), the caller's input, kept for backward
-    const T* mask = nullptr;      // (C) or null, the forward's mask
-    NormState<T> state;
+    MatrixView<const T, Space> x;  // (N, C), the caller's input, kept for backward
+    const T* mask = nullptr;       // (C) or null, the forward's mask
+    NormState<T, Space> state;
   };
 
   Norm() = default;
-  Norm(NormKind kind, index_t width, double eps) : m_kind(kind), m_width(width), m_eps(T(eps)) {}
+  Norm(NormKind kind, index_t width, double eps) : m_kind(kind), m_width(width), m_eps(Real(eps)) {}
 
-  void declare(ParamArena<T>& arena, const std::string& prefix) {
+  void declare(Arena& arena, const std::string& prefix) {
     m_w = arena.add(prefix + "weight", {m_width});
     if (m_kind == NormKind::layernorm) m_b = arena.add(prefix + "bias", {m_width});
   }
   /// Sets the gains to 1 and the biases to 0.
-  void init(ParamArena<T>& arena) const {
+  void init(Arena& arena) const {
     std::fill_n(arena.values() + m_w, m_width, T(1));
     if (m_kind == NormKind::layernorm) std::fill_n(arena.values() + m_b, m_width, T(0));
   }
 
   /// y = norm(x): x, y (N, C); `mask` (C) or null, kept for backward.
-  void forward(ParamArena<T>& arena, Context& ctx, const MatrixView<const T, Host>& x,
-               const MatrixView<T, Host>& y, const T* mask = nullptr) const {
+  void forward(Arena& arena, Context& ctx, const MatrixView<const T, Space>& x,
+               const MatrixView<T, Space>& y, const T* mask = nullptr) const {
     ctx.x = x;
     ctx.mask = mask;
     const T* w = arena.values() + m_w;
     if (m_kind == NormKind::layernorm)
-      Ops<Host>::layernorm_forward<T>(x, w, arena.values() + m_b, y, m_eps, ctx.state, mask);
+      Ops<Space>::template layernorm_forward<T>(x, w, arena.values() + m_b, y, m_eps, ctx.state, mask);
     else
-      Ops<Host>::rmsnorm_forward<T>(x, w, y, m_eps, ctx.state, mask);
+      Ops<Space>::template rmsnorm_forward<T>(x, w, y, m_eps, ctx.state, mask);
   }
 
   /// dx += (or =) dL/dx from dy (N, C); parameter gradients +=.
-  void backward(ParamArena<T>& arena, Context& ctx, const MatrixView<const T, Host>& dy,
-                const MatrixView<T, Host>& dx, bool accumulate) const {
+  void backward(Arena& arena, Context& ctx, const MatrixView<const T, Space>& dy,
+                const MatrixView<T, Space>& dx, bool accumulate) const {
     const T* w = arena.values() + m_w;
     T* dw = arena.grads() + m_w;
     if (m_kind == NormKind::layernorm)
-      Ops<Host>::layernorm_backward<T>(dy, ctx.x, w, dx, dw, arena.grads() + m_b, accumulate,
+      Ops<Space>::template layernorm_backward<T>(dy, ctx.x, w, dx, dw, arena.grads() + m_b, accumulate,
                                        ctx.state, ctx.mask);
     else
-      Ops<Host>::rmsnorm_backward<T>(dy, ctx.x, w, dx, dw, accumulate, ctx.state, ctx.mask);
+      Ops<Space>::template rmsnorm_backward<T>(dy, ctx.x, w, dx, dw, accumulate, ctx.state, ctx.mask);
   }
 
   index_t width() const noexcept { return m_width; }
@@ -64,7 +66,7 @@ class Norm {
  private:
   NormKind m_kind = NormKind::layernorm;
   index_t m_width = 0;
-  T m_eps = T(1e-5);
+  Real m_eps = Real(1e-5);
   index_t m_w = 0, m_b = 0;  // arena offsets
 };
 

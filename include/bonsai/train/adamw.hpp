@@ -1,7 +1,9 @@
-// bonsai/train/adamw.hpp — AdamW<T>: Adam with decoupled weight decay over a ParamArena, PyTorch
-// semantics. Per step t, with g = grad_scale * grad: p *= 1 - lr wd (decaying slots only), then
-// m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; p -= lr m^ / (sqrt(v^) + eps), with the bias
-// corrections m^ = m / (1 - b1^t), v^ = v / (1 - b2^t).
+// bonsai/train/adamw.hpp — AdamW<T, Space>: Adam with decoupled weight decay over a
+// ParamArena<T, Space>, PyTorch semantics. Per step t, with g = grad_scale * grad:
+// p *= 1 - lr wd (decaying slots only), then m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; p -= lr m^ / (sqrt(v^) + eps), with the bias
+// corrections m^ = m / (1 - b1^t), v^ = v / (1 - b2^t). This header defines it on the host;
+// train/adamw_device.cuh specialises it for Device arenas (fp32 moments and master weights, one
+// fused kernel per range).
 #pragma once
 
 #include <algorithm>
@@ -11,49 +13,53 @@
 #include <span>
 #include <vector>
 
+#include "../backend/adamw.hpp"
 #include "../core/parallel.hpp"
 #include "../core/tensor.hpp"
 #include "../nn/arena.hpp"
 
 namespace bonsai {
 
-/// AdamW hyper-parameters; the learning rate is not here, the caller passes it to every step
-/// (see LrSchedule). The defaults are the usual GPT-2 recipe (nanoGPT; llm.c with -c 0.1). The
-/// Structured-FFN paper (Wei et al., 2024) trained with beta2 = 0.999 instead of 0.95.
-struct AdamWConfig {
-  double beta1 = 0.9;         // first-moment decay
-  double beta2 = 0.95;        // second-moment decay (the Structured-FFN paper: 0.999)
-  double eps = 1e-8;          // added to sqrt(v-hat)
-  double weight_decay = 0.1;  // decoupled; applied only to slots whose decays() is true
-};
+/// The slots for which frozen(slot) is false, merged into maximal runs of consecutive elements
+/// with one decay flag (matrices decay, vectors do not: ParamSlot::decays), in offset order.
+template <class Pred>
+std::vector<AdamWRange> adamw_ranges(const std::vector<ParamSlot>& slots, Pred&& frozen) {
+  std::vector<ParamSlot> sorted;
+  for (const ParamSlot& s : slots)
+    if (!frozen(s)) sorted.push_back(s);
+  std::sort(sorted.begin(), sorted.end(),
+            [](const ParamSlot& a, const ParamSlot& b) { return a.offset < b.offset; });
+  std::vector<AdamWRange> ranges;
+  for (const ParamSlot& s : sorted) {
+    if (!ranges.empty() && ranges.back().end == s.offset && ranges.back().decays == s.decays())
+      ranges.back().end += s.size();
+    else
+      ranges.push_back({s.offset, s.offset + s.size(), s.decays()});
+  }
+  return ranges;
+}
+/// Every slot.
+inline std::vector<AdamWRange> adamw_ranges(const std::vector<ParamSlot>& slots) {
+  return adamw_ranges(slots, [](const ParamSlot&) { return false; });
+}
 
 namespace detail {
-
-/// A run of consecutive arena elements that share a decay flag, at most adamw_chunk long: the
-/// unit of parallel work. Chunks depend only on the arena layout, never on the thread count.
-struct AdamWChunk {
-  index_t begin = 0, end = 0;
-  bool decays = false;
-};
+/// The host's unit of parallel work: at most this many elements of one range. Chunks depend
+/// only on the arena layout, never on the thread count.
 inline constexpr index_t adamw_chunk = index_t(1) << 15;
-
 }  // namespace detail
 
-template <class T>
+template <class T, class Space = Host>
 class AdamW {
+  static_assert(std::is_same_v<Space, Host>, "AdamW<T, Device>: include <bonsai/train/adamw_device.cuh>");
+
  public:
   using value_type = T;
 
   /// Zeroed moments mirroring `arena`'s layout; the decay flag of every slot is read here once.
   explicit AdamW(const ParamArena<T>& arena, AdamWConfig config = {})
       : m_config(config), m_m(arena.size()), m_v(arena.size()) {
-    BONSAI_CHECK(config.beta1 >= 0 && config.beta1 < 1, "AdamW: beta1 = ", config.beta1,
-                 " is outside [0, 1)");
-    BONSAI_CHECK(config.beta2 >= 0 && config.beta2 < 1, "AdamW: beta2 = ", config.beta2,
-                 " is outside [0, 1)");
-    BONSAI_CHECK(config.eps > 0, "AdamW: eps = ", config.eps, " must be positive");
-    BONSAI_CHECK(config.weight_decay >= 0, "AdamW: weight_decay = ", config.weight_decay,
-                 " is negative");
+    config.validate();
     build_chunks(arena, [](const ParamSlot&) { return false; });
   }
 
@@ -100,12 +106,12 @@ class AdamW {
     const T* g = arena.grads();
     T* m = m_m.data();
     T* v = m_v.data();
-    const detail::AdamWChunk* chunks = m_chunks.data();
+    const AdamWRange* chunks = m_chunks.data();
     const std::uint8_t* flags = update.empty() ? nullptr : update.data();
     parallel_for(
         index_t(m_chunks.size()),
         [=](index_t c) {
-          const detail::AdamWChunk ch = chunks[c];
+          const AdamWRange ch = chunks[c];
           const T keep = ch.decays ? shrink : T(1);
           if (flags) {  // branch-free, so it vectorises like the plain loop
             for (index_t i = ch.begin; i < ch.end; ++i) {
@@ -172,24 +178,11 @@ class AdamW {
   }
 
  private:
-  /// Merges adjacent trained slots of the same decay kind into ranges, then cuts the ranges
-  /// into chunks.
+  /// Cuts the trained slots' ranges into chunks.
   template <class Pred>
   void build_chunks(const ParamArena<T>& arena, Pred&& frozen) {
-    std::vector<ParamSlot> sorted;
-    for (const ParamSlot& s : arena.slots())
-      if (!frozen(s)) sorted.push_back(s);
-    std::sort(sorted.begin(), sorted.end(),
-              [](const ParamSlot& a, const ParamSlot& b) { return a.offset < b.offset; });
-    std::vector<detail::AdamWChunk> ranges;
-    for (const ParamSlot& s : sorted) {
-      if (!ranges.empty() && ranges.back().end == s.offset && ranges.back().decays == s.decays())
-        ranges.back().end += s.size();
-      else
-        ranges.push_back({s.offset, s.offset + s.size(), s.decays()});
-    }
     m_chunks.clear();
-    for (const detail::AdamWChunk& r : ranges)
+    for (const AdamWRange& r : adamw_ranges(arena.slots(), frozen))
       for (index_t b = r.begin; b < r.end; b += detail::adamw_chunk)
         m_chunks.push_back({b, std::min(b + detail::adamw_chunk, r.end), r.decays});
   }
@@ -202,7 +195,7 @@ class AdamW {
 
   AdamWConfig m_config;
   Vector<T> m_m, m_v;
-  std::vector<detail::AdamWChunk> m_chunks;
+  std::vector<AdamWRange> m_chunks;
   std::int64_t m_step = 0;
 };
 

@@ -3,6 +3,9 @@
 // cross_entropy.hpp, gemm.hpp, elementwise.hpp, gather.hpp), with the same arguments and results.
 #pragma once
 
+#include <algorithm>
+#include <cstring>
+
 #include "../ops.hpp"
 #include "attention.hpp"
 #include "cross_entropy.hpp"
@@ -26,17 +29,32 @@ struct Ops<Host> {
   using AttentionState = Workspace<T, Host>;
   template <class T>
   using KvCache = cpu::KvCache<T>;
+  /// The CPU embedding and cross-entropy need no scratch.
+  struct EmbeddingState {};
+  struct LossState {};
+
+  template <class T>
+  static void zero(const VectorView<T, Host>& v) {
+    if (v.size()) std::memset(v.data(), 0, sizeof(T) * std::size_t(v.size()));
+  }
+  template <class U, class T>
+  static void copy(const VectorView<U, Host>& dst, const VectorView<T, Host>& src) {
+    BONSAI_CHECK(dst.size() == src.size(), "Ops<Host>::copy: ", src.size(), " elements into ",
+                 dst.size());
+    std::copy_n(src.data(), src.size(), dst.data());
+  }
 
   template <class T>
   static void embedding_forward(const std::int32_t* tok, index_t batch, index_t seq, index_t pos0,
                                 const MatrixView<const T, Host>& wte,
-                                const MatrixView<const T, Host>& wpe, const MatrixView<T, Host>& y) {
+                                const MatrixView<const T, Host>& wpe, const MatrixView<T, Host>& y,
+                                EmbeddingState&) {
     cpu::embedding_forward<T>(tok, batch, seq, pos0, wte, wpe, y);
   }
   template <class T>
   static void embedding_backward(const std::int32_t* tok, index_t batch, index_t seq,
                                  const MatrixView<const T, Host>& dy, const MatrixView<T, Host>& dwte,
-                                 const MatrixView<T, Host>& dwpe) {
+                                 const MatrixView<T, Host>& dwpe, EmbeddingState&) {
     cpu::embedding_backward<T>(tok, batch, seq, dy, dwte, dwpe);
   }
 
@@ -83,7 +101,7 @@ struct Ops<Host> {
   }
   template <class T>
   static void attention_backward(const AttentionShape& shape, const MatrixView<const T, Host>& qkv,
-                                 const AttentionState<T>& state, const MatrixView<const T, Host>& dout,
+                                 AttentionState<T>& state, const MatrixView<const T, Host>& dout,
                                  const MatrixView<T, Host>& dqkv) {
     cpu::attention_backward<T>(shape, qkv, state, dout, dqkv);
   }
@@ -95,7 +113,7 @@ struct Ops<Host> {
 
   template <class T>
   static double softmax_cross_entropy(const MatrixView<T, Host>& logits, const std::int32_t* targets,
-                                      bool grad, T scale) {
+                                      bool grad, T scale, LossState&) {
     return cpu::softmax_cross_entropy(logits, targets, grad, scale);
   }
 

@@ -1,7 +1,8 @@
 // bonsai/backend/cuda/adamw.cuh — the optimizer step on the GPU: the global gradient norm
 // ||g|| = sqrt(sum g_i^2) (summed in double, deterministic) and fused AdamW over fp32 master
 // weights, m <- b1 m + (1 - b1) s g, v <- b2 v + (1 - b2) (s g)^2,
-// p <- p (1 - lr wd) - lr m^ / (sqrt(v^) + eps) with m^ = m / (1 - b1^t), v^ = v / (1 - b2^t).
+// p <- p (1 - lr wd) - lr m^ / (sqrt(v^) + eps) with m^ = m / (1 - b1^t), v^ = v / (1 - b2^t),
+// per AdamWRange of an arena. AdamW<T, Device> (train/adamw_device.cuh) holds the state.
 #pragma once
 
 #include <algorithm>
@@ -11,8 +12,7 @@
 #include <vector>
 
 #include "../../core/tensor.hpp"
-#include "../../nn/arena.hpp"
-#include "../../train/adamw.hpp"
+#include "../adamw.hpp"
 #include "memory.cuh"
 #include "runtime.cuh"
 
@@ -21,12 +21,6 @@ namespace bonsai::cuda {
 /// Scratch of grad_norm, allocated on first use and reused.
 struct GradNormState {
   Workspace<double, Device> partials;  // (blocks + 1,) per-block sums of squares, then the total
-};
-
-/// A run of consecutive arena elements [begin, end) that share a decay flag: one AdamW launch.
-struct AdamWRange {
-  index_t begin = 0, end = 0;
-  bool decays = false;
 };
 
 /// The per-step constants of AdamW, rounded to float from double exactly as AdamW<float>::step
@@ -96,7 +90,7 @@ __global__ void __launch_bounds__(gradnorm_threads)
 }
 
 /// partials[blocks] = sum of partials[0, blocks), in a fixed order; one block.
-__global__ void __launch_bounds__(gradnorm_threads)
+static __global__ void __launch_bounds__(gradnorm_threads)
     gradnorm_total_kernel(double* partials, index_t blocks) {
   double acc = 0.0;
   for (index_t i = threadIdx.x; i < blocks; i += blockDim.x) acc += partials[i];
@@ -295,23 +289,6 @@ inline AdamWScalars adamw_scalars(const AdamWConfig& config, std::int64_t step, 
   return s;
 }
 
-/// The arena's slots merged into maximal runs of consecutive elements with one decay flag
-/// (matrices decay, vectors do not: ParamSlot::decays), in offset order — the ranges of
-/// AdamW<T>, without its cut into chunks. Host only; computed once per model.
-inline std::vector<AdamWRange> adamw_ranges(const std::vector<ParamSlot>& slots) {
-  std::vector<ParamSlot> sorted = slots;
-  std::sort(sorted.begin(), sorted.end(),
-            [](const ParamSlot& a, const ParamSlot& b) { return a.offset < b.offset; });
-  std::vector<AdamWRange> ranges;
-  for (const ParamSlot& s : sorted) {
-    if (!ranges.empty() && ranges.back().end == s.offset && ranges.back().decays == s.decays())
-      ranges.back().end += s.size();
-    else
-      ranges.push_back({s.offset, s.offset + s.size(), s.decays()});
-  }
-  return ranges;
-}
-
 /// ||g|| = sqrt(sum_i g_i^2) of the (n,) device array `grads`, returned to the host (waits for
 /// the stream). Squares are summed in double: per thread over a grid-stride set of elements,
 /// per block in a fixed shuffle order, then the block sums in block order, so the bits depend
@@ -404,58 +381,5 @@ void adamw_step(const std::vector<AdamWRange>& ranges, const VectorView<float, D
                          m.data() + r.begin, v.data() + r.begin, r.end - r.begin,
                          r.decays ? decay : plain);
 }
-
-/// AdamW's state for one arena on the device: fp32 moments m and v (arena size,), the layout's
-/// decay ranges and the update count t. step() runs update t + 1 of the fp32 master weights and
-/// their T working copy from T gradients, with the operations of bonsai::AdamW<float>::step;
-/// download() and upload() move the moments and t to and from a host bonsai::AdamW<float> of the
-/// same layout, which is what checkpoints read and write.
-class AdamW {
- public:
-  AdamW(const ParamArena<float>& layout, const AdamWConfig& config)
-      : m_config(config), m_ranges(adamw_ranges(layout.slots())), m_m(layout.size()), m_v(layout.size()) {
-    detail::check_adamw_config(config);
-  }
-
-  /// One update from `grads` scaled by grad_scale (the clip factor).
-  template <class T>
-  void step(const VectorView<float, Device>& master, const VectorView<T, Device>& params,
-            const VectorView<const std::type_identity_t<T>, Device>& grads, double lr, double grad_scale = 1.0) {
-    adamw_step<T>(m_ranges, master, params, grads, m_m.view(), m_v.view(), m_config, m_step + 1, lr, grad_scale);
-    ++m_step;
-  }
-
-  void download(bonsai::AdamW<float>& host) const {
-    check_host(host);
-    BONSAI_CUDA_CHECK(cudaStreamSynchronize(runtime().stream()));
-    copy(host.m(), VectorView<const float, Device>(m_m.data(), {size()}));
-    copy(host.v(), VectorView<const float, Device>(m_v.data(), {size()}));
-    host.set_step_count(m_step);
-  }
-  void upload(const bonsai::AdamW<float>& host) {
-    check_host(host);
-    BONSAI_CUDA_CHECK(cudaStreamSynchronize(runtime().stream()));
-    copy(m_m.view(), host.m());
-    copy(m_v.view(), host.v());
-    m_step = host.step_count();
-  }
-
-  index_t size() const noexcept { return m_m.size(); }
-  std::int64_t step_count() const noexcept { return m_step; }
-  const AdamWConfig& config() const noexcept { return m_config; }
-  VectorView<float, Device> m() noexcept { return m_m.view(); }
-  VectorView<float, Device> v() noexcept { return m_v.view(); }
-
- private:
-  void check_host(const bonsai::AdamW<float>& host) const {
-    BONSAI_CHECK(host.size() == size(), "cuda::AdamW: the host optimizer holds ", host.size(),
-                 " parameters but this one ", size());
-  }
-
-  AdamWConfig m_config;
-  std::vector<AdamWRange> m_ranges;
-  Vector<float, Device> m_m, m_v;  // (P)
-  std::int64_t m_step = 0;
-};
 
 }  // namespace bonsai::cuda

@@ -68,7 +68,7 @@ __global__ void __launch_bounds__(embedding_threads)
 }
 
 /// *bad = min(*bad, first i with tok[i] outside [0, vocab)).
-__global__ void __launch_bounds__(embedding_threads)
+static __global__ void __launch_bounds__(embedding_threads)
     embedding_check_kernel(const std::int32_t* tok, index_t n, index_t vocab, unsigned long long* bad) {
   for (index_t i = blockIdx.x * index_t(blockDim.x) + threadIdx.x; i < n; i += index_t(gridDim.x) * blockDim.x)
     if (tok[i] < 0 || tok[i] >= vocab) atomicMin(bad, static_cast<unsigned long long>(i));
@@ -76,7 +76,7 @@ __global__ void __launch_bounds__(embedding_threads)
 
 /// keys[i] = tok[i] << 32 | i for i < n (tok[i] replaced by vocab when out of range, so it sorts
 /// after every valid id and is skipped); all ones for the padding i in [n, n2).
-__global__ void __launch_bounds__(embedding_threads)
+static __global__ void __launch_bounds__(embedding_threads)
     embedding_keys_kernel(const std::int32_t* tok, index_t n, index_t n2, index_t vocab, unsigned long long* keys) {
   for (index_t i = blockIdx.x * index_t(blockDim.x) + threadIdx.x; i < n2; i += index_t(gridDim.x) * blockDim.x) {
     if (i < n) {
@@ -95,7 +95,7 @@ inline constexpr int bitonic_tile = 2048;  // keys sorted in shared memory by on
 /// One compare-exchange step (k, j) of the bitonic sort of a[0, n2) (n2 a power of 2), in global
 /// memory: the pair (i, i + j) with bit j of i clear is put in ascending order when bit k of i is
 /// clear, descending otherwise. Thread t handles pair t of the n2 / 2.
-__global__ void __launch_bounds__(embedding_threads)
+static __global__ void __launch_bounds__(embedding_threads)
     bitonic_step_kernel(unsigned long long* a, index_t pairs, index_t k, index_t j) {
   for (index_t t = blockIdx.x * index_t(blockDim.x) + threadIdx.x; t < pairs; t += index_t(gridDim.x) * blockDim.x) {
     const index_t i = 2 * t - (t & (j - 1)), l = i + j;
@@ -111,7 +111,7 @@ __global__ void __launch_bounds__(embedding_threads)
 /// The steps of the bitonic sort that stay inside one tile of `tile` keys (a power of 2, at most
 /// bitonic_tile), in shared memory: every stage k = 2 ... tile when `full`, else the steps
 /// j = tile / 2 ... 1 of stage k. One block of tile / 2 threads per tile.
-__global__ void __launch_bounds__(bitonic_tile / 2)
+static __global__ void __launch_bounds__(bitonic_tile / 2)
     bitonic_tile_kernel(unsigned long long* a, index_t tile, bool full, index_t k_merge) {
   __shared__ unsigned long long s[bitonic_tile];
   const index_t base = blockIdx.x * tile;
@@ -231,12 +231,14 @@ inline unsigned embedding_grid(index_t work) {
 }  // namespace detail
 
 /// y = wte[tok] + wpe[pos0 + t]; tok (B*T) device token ids with T = seq; wpe may be empty
-/// (rotary models). Checks the token ids on the device and waits for that check (it
-/// synchronises the stream): an id outside [0, V) throws bonsai::Error naming the first one.
+/// (rotary models). With check_ids it checks the token ids on the device and waits for that
+/// check (it synchronises the stream): an id outside [0, V) throws bonsai::Error naming the
+/// first one. Without, the caller has checked them (an id outside [0, V) writes nothing then),
+/// and the call does not synchronise.
 template <class T>
 void embedding_forward(const std::int32_t* tok, index_t batch, index_t seq, index_t pos0,
                        const MatrixView<const T, Device>& wte, const MatrixView<const T, Device>& wpe,
-                       const MatrixView<T, Device>& y, EmbeddingState& state) {
+                       const MatrixView<T, Device>& y, EmbeddingState& state, bool check_ids = true) {
   const index_t n = batch * seq, c = wte.cols();
   BONSAI_CHECK(y.rows() == n && y.cols() == c, "embedding_forward: y has shape ", shape{y.rows(), y.cols()},
                " but ", batch, " x ", seq, " tokens of width ", c, " need ", shape{n, c});
@@ -274,6 +276,7 @@ void embedding_forward(const std::int32_t* tok, index_t batch, index_t seq, inde
                                                                                                 bad);
     BONSAI_CUDA_CHECK_LAUNCH("embedding_check_kernel");
   }
+  if (!check_ids) return;
   unsigned long long first = 0;
   BONSAI_CUDA_CHECK(cudaMemcpyAsync(&first, bad, sizeof(first), cudaMemcpyDeviceToHost, stream));
   BONSAI_CUDA_CHECK(cudaStreamSynchronize(stream));

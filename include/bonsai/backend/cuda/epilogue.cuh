@@ -417,9 +417,14 @@ void epilogue_forward(const Epi& epi, const MatrixView<const T, Device>& acc, Ro
   BONSAI_CUDA_CHECK_LAUNCH("epilogue_forward_kernel");
 }
 
+/// Whether cuBLASLt's fused bias epilogue may read `bias`: 16-byte aligned.
+inline bool fusable_bias(const void* bias) { return reinterpret_cast<std::uintptr_t>(bias) % 16 == 0; }
+
 /// Runs the GEMM that produces the output and the epilogue, inside cuBLASLt when it has an
-/// algorithm for it. `gemm(dst, gemm_epilogue) -> bool` writes acc into dst; a batched GEMM
-/// whose batch i writes columns [i w, (i+1) w) passes w as `batch_columns`.
+/// algorithm for it and the bias is 16-byte aligned (cuBLASLt's requirement; a bias inside a
+/// parameter arena need not be), else as a plain GEMM and the epilogue kernel.
+/// `gemm(dst, gemm_epilogue) -> bool` writes acc into dst; a batched GEMM whose batch i writes
+/// columns [i w, (i+1) w) passes w as `batch_columns`.
 template <class T, class Epi, class Gemm>
 void gemm_with_epilogue(const Epi& epi, const MatrixView<T, Device>& y, EpilogueState<T>& state,
                         index_t batch_columns, Gemm&& gemm) {
@@ -429,12 +434,12 @@ void gemm_with_epilogue(const Epi& epi, const MatrixView<T, Device>& y, Epilogue
   if constexpr (epilogue::has_gelu<Epi>) {
     const auto pre = state.pre.matrix(rows, n);
     GemmEpilogue e{GemmEpilogue::Kind::bias_gelu, epi.bias.data(), batch_columns, pre.data(), n, batch_columns};
-    if (gemm(y, e)) return;
+    if (fusable_bias(epi.bias.data()) && gemm(y, e)) return;
     gemm(pre, GemmEpilogue{});
     epilogue_forward(epi, MatrixView<const T, Device>(pre), RowLayout::identity(), y, state);
   } else if constexpr (epilogue::has_bias<Epi>) {
     GemmEpilogue e{GemmEpilogue::Kind::bias, epi.bias.data(), batch_columns};
-    if (gemm(y, e)) return;
+    if (fusable_bias(epi.bias.data()) && gemm(y, e)) return;
     gemm(y, GemmEpilogue{});
     epilogue_forward(epi, MatrixView<const T, Device>(y), RowLayout::identity(), y, state);
   } else {
