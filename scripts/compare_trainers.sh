@@ -9,7 +9,7 @@
 set -uo pipefail
 old=${1:?usage: compare_trainers.sh OLD_TRAIN_GPT NEW_TRAIN_GPT [SHARD_DIR]}
 new=${2:?usage: compare_trainers.sh OLD_TRAIN_GPT NEW_TRAIN_GPT [SHARD_DIR]}
-data=${3:-build/cpu-release/examples/example_runs/readme_bytes}
+data=${3:-build/cpu-release/examples/example_runs/text_bytes}
 [[ -e "$data/train_000000.bin" ]] || { echo "no shards in $data (run the example_prepare_data test)"; exit 1; }
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT

@@ -57,7 +57,7 @@ done
 if [[ -x "$examples/train_gpt_cuda" && -x "$examples/train_gpt" && -x "$examples/prepare_data" ]]; then
   echo "== train_gpt_cuda against train_gpt" | tee -a "$out/tests.txt"
   if ! python3 tests/cuda/check_trainer.py "$examples/prepare_data" "$examples/train_gpt" \
-      "$examples/train_gpt_cuda" README.md "$out/trainer" 2>&1 | tee -a "$out/tests.txt"; then status=1; fi
+      "$examples/train_gpt_cuda" docs/growth.md "$out/trainer" 2>&1 | tee -a "$out/tests.txt"; then status=1; fi
 else
   echo "== train_gpt_cuda against train_gpt: skipped (no train_gpt_cuda, train_gpt and prepare_data in $examples)" \
     | tee -a "$out/tests.txt"
