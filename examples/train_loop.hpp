@@ -1,8 +1,9 @@
 // examples/train_loop.hpp — train_gpt's training loop, train<Map>() for one FFN structure Map:
-// everything below the closed switch in main(). Each structure's instantiation is compiled in
-// its own file (examples/instances/train_<structure>.cpp), so the four build in parallel and
-// an edit to one rebuilds only it; the extern declarations at the end keep train_gpt.cpp from
-// compiling any of them.
+// everything below the closed switch in main(). The four structures' instantiations are
+// compiled two to a file (examples/instances/train_dense_lowrank.cpp, train_block.cpp): what a
+// structure adds is a few seconds, while every file pays about 35 s for the code all structures
+// share, so two files build in parallel on two cores at half the compilation of four. The extern
+// declarations at the end keep train_gpt.cpp from compiling any of them.
 #pragma once
 
 #include <CLI/CLI.hpp>

@@ -1,4 +1,0 @@
-// train_gpt's training loop over BlockShuffle FFNs (examples/train_loop.hpp).
-#include "../train_loop.hpp"
-
-BONSAI_TRAIN_INSTANCE(, bonsai::BlockShuffle<float>)
