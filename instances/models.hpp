@@ -1,7 +1,7 @@
 // instances/models.hpp — the models bonsai's own tests, benchmarks and examples compile once,
 // in bonsai_models (float) and bonsai_models_double, instead of in every translation unit that
-// uses them; CMake force-includes this header in every C++ source that links them. Each .cpp file
-// here defines one group, so the groups build in parallel. docs/compile_times.md shows the same
+// uses them; CMake force-includes this header in every C++ source that links them. gpt_float.cpp
+// and gpt_double.cpp define them, one file per scalar type. docs/compile_times.md shows the same
 // pattern for a program of your own.
 #pragma once
 
@@ -11,7 +11,7 @@
 #include "kernels.hpp"
 
 // The models of each FFN structure: plain and self-guided (SGT); structured ones also pre-merged
-// (decoding). One file here per structure and scalar type.
+// (decoding).
 #define BONSAI_PROJECT_MODELS(EXTERN, Map) \
   BONSAI_GPT_INSTANCES(EXTERN, Map)        \
   BONSAI_GPT_INSTANCES(EXTERN, bonsai::SelfGuided<Map>)

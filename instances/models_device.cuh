@@ -1,7 +1,7 @@
 // instances/models_device.cuh — the GPU models bonsai's CUDA tests, benchmarks and examples compile
 // once, in bonsai_models_device, instead of in every CUDA translation unit that uses them: the
 // Gpt<Map, Map, Device> of every FFN structure in fp32 and bf16. CMake force-includes this header in
-// every CUDA source that links them; each .cu file here defines one structure.
+// every CUDA source that links them; gpt_device.cu defines them.
 #pragma once
 
 #include <bonsai/cuda.hpp>

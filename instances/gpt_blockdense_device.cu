@@ -1,4 +1,0 @@
-// Gpt<BlockDense<T>, BlockDense<T>, Device> in fp32 and bf16 (instances/models_device.cuh).
-#include "models_device.cuh"
-
-BONSAI_PROJECT_DEVICE_MODELS(, BlockDense)

@@ -1,4 +1,0 @@
-// Gpt<BlockShuffle<T>, BlockShuffle<T>, Device> in fp32 and bf16 (instances/models_device.cuh).
-#include "models_device.cuh"
-
-BONSAI_PROJECT_DEVICE_MODELS(, BlockShuffle)
