@@ -18,7 +18,7 @@
 // channels that matter (sparsity-accelerated training), returning to dense along the ladder
 // schedule. With --moe-experts every --moe-every-th FFN is a Mixture-of-Experts layer. The FFN
 // structure is picked once, in main(), through a closed switch; the training loop below it
-// (train_loop.hpp) is statically typed on it.
+// (train_run.hpp) is statically typed on it.
 //
 // Data parallel: built with MPI (cmake -DBONSAI_WITH_MPI=ON), `mpirun -np R train_gpt ...` runs
 // R ranks. Each reads its slices of every global batch (R x --grad-accum micro-batches of
@@ -32,7 +32,7 @@
 #include <memory>
 #include <thread>
 
-#include "train_loop.hpp"
+#include "train_run.hpp"
 #if BONSAI_WITH_MPI
 #include <bonsai/train/mpi_communicator.hpp>
 #endif

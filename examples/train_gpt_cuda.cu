@@ -46,7 +46,8 @@ void reject_cpu_only(const Options& o) {
   };
   refuse(o.sgt != "off", "--sgt (self-guided training)");
   refuse(!o.grow.empty(), "--grow (model growth)");
-  refuse(o.sat_rate > 0 || !o.sat_ladder.empty(), "--sat-rate (sparsity-accelerated training)");
+  refuse(o.sat_rate > 0 || !o.sat_ladder.empty() || o.sat_start != 0,
+         "--sat-rate (sparsity-accelerated training)");
   refuse(o.on_divergence != "stop", "--on-divergence rollback");
   const char* size = std::getenv("OMPI_COMM_WORLD_SIZE");
   if (!size) size = std::getenv("PMI_SIZE");
@@ -85,6 +86,7 @@ int train(const Options& o, GptConfig config, const RunInputs& inputs) {
                               .seed = o.seed, .vocab_size = config.vocab_size});
   const nlohmann::json config_json = gpt_config_to_json(config);
   double train_flops = 0;
+  LossSpikeGuard spike({.factor = o.spike_factor, .window = o.spike_window});
 
   // ---- checkpoints: the host model and moments after a download --------------------------------
   const auto host_moments = [&] {
@@ -94,8 +96,9 @@ int train(const Options& o, GptConfig config, const RunInputs& inputs) {
   const auto save = [&](index_t step) {
     download();
     opt.download(host_opt);
-    const nlohmann::json state = {{"step", step}, {"adamw_step", host_opt.step_count()},
-                                  {"loader", loader.state()}, {"seed", o.seed}, {"train_flops", train_flops}};
+    nlohmann::json state = {{"step", step}, {"adamw_step", host_opt.step_count()},
+                            {"loader", loader.state()}, {"seed", o.seed}, {"train_flops", train_flops}};
+    if (spike.enabled()) state["loss_window"] = spike.state();
     const auto [m, v] = host_moments();
     save_checkpoint<float>(o.out, step, host.arena(), m, v, state, config_json);
     prune_checkpoints(o.out, o.keep_ckpts);
@@ -117,6 +120,7 @@ int train(const Options& o, GptConfig config, const RunInputs& inputs) {
                    position.world, " micro-batches per step; this one runs ", accum);
       loader.restore(position);
       train_flops = ts.value("train_flops", 0.0);
+      spike.restore(ts.value("loss_window", std::vector<double>{}));
       start = ts.at("step").get<index_t>();
       upload();
       opt.upload(host_opt);
@@ -146,7 +150,7 @@ int train(const Options& o, GptConfig config, const RunInputs& inputs) {
   std::vector<std::int32_t> in(B * Tlen), tgt(B * Tlen);  // (B, T)
   const index_t end = o.stop_after > 0 ? std::min(o.steps, start + o.stop_after) : o.steps;
   double tokens_per_s = 0, val_loss = std::nan("");
-  const auto validate = [&] { return evaluate(model, ctx, o, Tlen, config.vocab_size); };
+  const auto validate = [&] { return evaluate(model, ctx, o.val, o.batch, Tlen, config.vocab_size, o.eval_batches); };
   for (index_t step = start; step < end; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
     double loss = 0;
@@ -163,9 +167,18 @@ int train(const Options& o, GptConfig config, const RunInputs& inputs) {
     const double norm = cuda::grad_norm(arena.grads_view(), norm_state);
     const double lr = schedule.at(step);
     bool finite = std::isfinite(loss) && std::isfinite(norm);
+    if (finite && spike.is_spike(loss)) {
+      console.clear();
+      const auto dir = latest_checkpoint(o.out);
+      detail::fail(spike.report(step, loss), "; the update was not taken. ",
+                   dir ? fmt::format("The last good checkpoint is {}; resume from it with a lower --lr, "
+                                     "or raise --spike-factor (0: off)", dir->string())
+                       : std::string("No checkpoint was written (--ckpt-every)"));
+    }
     if (finite) {
       opt.step(arena, lr, clip_scale(norm, o.clip));
       finite = std::isfinite(cuda::grad_norm(arena.master(), norm_state));  // an update can overflow
+      if (finite) spike.observe(loss);
     }
     if (!finite) {
       console.clear();

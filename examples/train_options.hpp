@@ -1,7 +1,7 @@
 // examples/train_options.hpp — the command line shared by the GPT trainers (train_gpt on the
 // CPU, train_gpt_cuda on a GPU): every flag, its default and its help text in one place, the
-// model configuration they describe, and the validation loss both trainers report. A trainer
-// rejects, with a sentence, the flags it does not implement.
+// model configuration they describe, and the checks of every flag and input before the first
+// step. A trainer rejects, with a sentence, the flags it does not implement.
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -24,45 +24,19 @@
 #include <bonsai/train/data_loader.hpp>
 #include <bonsai/train/gpt2_io.hpp>
 #include <bonsai/train/load_tokenizer.hpp>
+#include <bonsai/train/evaluate.hpp>
+#include <bonsai/train/trainer_options.hpp>
 
 namespace bonsai {
 
-struct Options {
-  // data
-  std::string train = "data/brown/gpt2/train_*.bin", val = "data/brown/gpt2/val_*.bin";
+/// The trainer's options (train/trainer.hpp) and what the program adds: tokenizer, starting
+/// weights, exports, the final sample, threads.
+struct Options : TrainerOptions {
   std::string tokenizer = "data/gpt2";
-  bool shuffle = false;
-  // optimisation
-  index_t batch = 4, grad_accum = 1, total_batch_tokens = 0, steps = 100, warmup = 10;
-  double lr = 6e-4, min_lr_fraction = 0.1, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, clip = 1.0;
-  // run
-  std::string out = "runs/gpt";
   std::string init_from, export_hf, export_llmc;
-  index_t eval_every = 50, eval_batches = 8, ckpt_every = 0, keep_ckpts = 2, stop_after = 0;
   index_t sample_tokens = 64;
   std::string prompt = "The";
-  bool resume = false;
-  std::uint64_t seed = 1005;
-  // a non-finite loss, gradient or parameter
-  std::string on_divergence = "stop";
-  double rollback_lr_factor = 0.5;
-  index_t max_rollbacks = 3;
-  // self-guided training
-  std::string sgt = "off", sgt_budget = "steps";
-  double sgt_ratio = 0.5;
-  bool sgt_reduce_flop = false;
-  // growth
-  std::vector<std::string> grow;
-  std::string grow_state = "reset", grow_lr = "keep", grow_new_layers = "cancel";
-  double grow_noise = -1;
-  index_t mslt_steps = 0, msg_steps = 0;
-  // sparsity-accelerated training
-  double sat_rate = 0;
-  std::string sat_ladder, sat_score = "activation", sat_aggregate = "l2", sat_select = "sample",
-                          sat_optimizer = "skip";
-  index_t sat_align = 8;
   int threads = 0;
-  double peak_gflops = 0;
 };
 
 /// The model flags that are parsed into GptConfig's enumerations after the command line.
@@ -145,7 +119,10 @@ inline void add_train_options(CLI::App& app, Options& o, GptConfig& c, ModelFlag
                  "channels per step (0: off)")->capture_default_str();
   app.add_option("--sat-ladder", o.sat_ladder,
                  "t1,t2,K: the rate until step t1, then K stairs down to dense at t2 (default: "
-                 "half-way, 4 stairs, dense at 90% of the steps)");
+                 "half-way from --sat-start to the end, 4 stairs, dense at 90% of the way)");
+  app.add_option("--sat-start", o.sat_start,
+                 "the first step SAT omits anything (dense before; e.g. after SGT or a growth stage)")
+      ->capture_default_str();
   app.add_option("--sat-score", o.sat_score, "neuron importance: activation | magnitude | wanda")
       ->capture_default_str();
   app.add_option("--sat-aggregate", o.sat_aggregate, "activation scores over tokens: l2 | max")
@@ -179,12 +156,18 @@ inline void add_train_options(CLI::App& app, Options& o, GptConfig& c, ModelFlag
   app.add_option("--keep-ckpts", o.keep_ckpts, "checkpoints kept")->capture_default_str();
   app.add_flag("--resume,-y", o.resume, "continue from the newest checkpoint in --out");
   app.add_option("--on-divergence", o.on_divergence,
-                 "a non-finite loss, gradient or parameter: stop (naming the step and the first "
+                 "a non-finite loss, gradient or parameter, or a loss spike: stop (naming the step and the first "
                  "non-finite tensor; the checkpoints stay) | rollback (to the last checkpoint, "
                  "with the learning rate times --rollback-lr-factor)")->capture_default_str();
   app.add_option("--rollback-lr-factor", o.rollback_lr_factor,
                  "learning-rate factor of every rollback")->capture_default_str();
   app.add_option("--max-rollbacks", o.max_rollbacks, "rollbacks before the run stops")
+      ->capture_default_str();
+  app.add_option("--spike-factor", o.spike_factor,
+                 "a finite loss above this many times the mean of the last --spike-window losses "
+                 "is a spike, treated like a divergence: its update is not taken (0: off)")
+      ->capture_default_str();
+  app.add_option("--spike-window", o.spike_window, "losses in the spike guard's running mean")
       ->capture_default_str();
   app.add_option("--stop-after", o.stop_after, "leave after N steps of this run (resume later)");
   app.add_option("--init-from,-e", o.init_from,
@@ -404,21 +387,6 @@ void export_model(const Options& o, Gpt<SU, SD>& model) {
     auto dense = merged_dense(model);  // structured FFNs multiplied out: a dense GPT-2
     write(dense.config(), dense.arena());
   }
-}
-
-/// Mean validation loss over `batches` batches read from the start of the validation shards.
-template <class Model>
-double evaluate(Model& model, typename Model::Context& ctx, const Options& o, index_t seq,
-                index_t vocab) {
-  DataLoader val(o.val, {.batch_size = o.batch, .seq_len = seq, .vocab_size = vocab});
-  std::vector<std::int32_t> in(o.batch * seq), tgt(o.batch * seq);  // (B, T)
-  const index_t n = std::min(o.eval_batches, val.batches_per_epoch());
-  double sum = 0;
-  for (index_t i = 0; i < n; ++i) {
-    val.next_batch(std::span<std::int32_t>(in.data(), in.size()), std::span<std::int32_t>(tgt.data(), tgt.size()));
-    sum += model.forward(ctx, TokenBatch{in.data(), tgt.data(), o.batch, seq});
-  }
-  return sum / double(n);
 }
 
 }  // namespace bonsai

@@ -20,7 +20,7 @@ packages=(
   libpcre2-dev        # GPT-2 pre-tokenizer regex (bonsai::train)
   pkg-config          # finds PCRE2
   libcli11-dev        # example trainers' flags
-  libfmt-dev          # example trainers' output
+  libfmt-dev          # the trainer's reports (bonsai::train)
   libopenmpi-dev      # data-parallel training (bonsai::mpi, train_gpt under mpirun)
   openmpi-bin         # mpirun
   gnuplot-nox         # loss plots (scripts/plot_loss.gp)

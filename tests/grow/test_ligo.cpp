@@ -8,7 +8,7 @@
 
 #include <bonsai/bonsai.hpp>
 #include <bonsai/grow/apply.hpp>
-#include <bonsai/grow/learned.hpp>
+#include <bonsai/train/learned_growth.hpp>
 #include <bonsai/grow/ligo.hpp>
 #include <bonsai/grow/presets.hpp>
 #include <bonsai/nn/gpt.hpp>

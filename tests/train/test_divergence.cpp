@@ -54,3 +54,36 @@ TEST_CASE("divergence: the report names the step, loss, norm and tensor") {
   CHECK(divergence_report(0, std::nan(""), 1.0, std::nullopt) ==
         "step 0: the loss is nan and the gradient norm 1; every parameter and gradient is finite");
 }
+
+TEST_CASE("divergence: the loss-spike guard judges a loss against the mean of the last ones") {
+  LossSpikeGuard guard({.factor = 3.0, .window = 4, .warmup = 2});
+  CHECK(guard.enabled());
+  CHECK_FALSE(guard.is_spike(1e9));  // nothing seen: not armed
+  guard.observe(2.0);
+  CHECK_FALSE(guard.is_spike(1e9));  // one loss: not armed yet
+  guard.observe(4.0);
+  CHECK(guard.mean() == doctest::Approx(3.0));
+  CHECK_FALSE(guard.is_spike(9.0));  // exactly k times the mean is not above it
+  CHECK(guard.is_spike(9.0001));
+  // The window keeps the last 4 losses only.
+  for (const double l : {1.0, 1.0, 1.0, 1.0}) guard.observe(l);
+  CHECK(guard.mean() == doctest::Approx(1.0));
+  CHECK(guard.is_spike(3.5));
+  CHECK(guard.report(57, 3.5).find("step 57: the loss 3.5 is 3.5 times the mean of the last 4 "
+                                   "losses (1), above the spike factor 3") == 0);
+  // Its state round-trips, and reset() disarms it.
+  LossSpikeGuard copy({.factor = 3.0, .window = 4, .warmup = 2});
+  copy.restore(guard.state());
+  CHECK(copy.state() == guard.state());
+  CHECK(copy.is_spike(3.5));
+  copy.reset();
+  CHECK_FALSE(copy.is_spike(1e9));
+  // k = 0 turns it off: it holds nothing and never fires.
+  LossSpikeGuard off({.factor = 0});
+  for (int i = 0; i < 20; ++i) off.observe(1.0);
+  CHECK_FALSE(off.is_spike(1e30));
+  CHECK(off.state().empty());
+  CHECK_THROWS_WITH_AS(LossSpikeGuard({.factor = 0.5}), doctest::Contains("--spike-factor 0.5"),
+                       Error);
+  CHECK_THROWS_WITH_AS(LossSpikeGuard({.window = 0}), doctest::Contains("--spike-window 0"), Error);
+}

@@ -66,3 +66,20 @@ TEST_CASE("lors: bad ladders are rejected with a sentence") {
   CHECK_THROWS_WITH_AS(Lors::parse(0.5, "100,4x0,2"), doctest::Contains("t2 = '4x0'"), Error);
   CHECK(Lors::parse(0.5, "1,2,2").to_string() == "1,2,2");
 }
+
+TEST_CASE("lors: a later start is dense before it, and the mean rate counts it") {
+  const Lors l = Lors::parse(0.6, "100,400,4", 40);  // dense before 40, 0.6 from 40 to 100
+  CHECK(l.rate(0) == 0.0);
+  CHECK(l.rate(39) == 0.0);
+  CHECK(l.rate(40) == doctest::Approx(0.6));
+  CHECK(l.rate(99) == doctest::Approx(0.6));
+  CHECK(l.rate(100) == doctest::Approx(0.45));
+  CHECK(l.rate(400) == 0.0);
+  for (const index_t total : {1, 30, 41, 100, 250, 500}) {
+    double sum = 0;
+    for (index_t t = 0; t < total; ++t) sum += l.rate(t);
+    CHECK(l.mean_rate(total) == doctest::Approx(sum / double(total)));
+  }
+  CHECK_THROWS_WITH_AS(Lors::parse(0.5, "100,400,4", 101), doctest::Contains("--sat-start 101"), Error);
+  CHECK_THROWS_WITH_AS(Lors::parse(0.5, "100,400,4", -1), doctest::Contains("--sat-start -1"), Error);
+}

@@ -1,6 +1,6 @@
-// bonsai/grow/learned.hpp — training a learned growth operator (LiGO: grow/ligo.hpp; Mango:
-// grow/mango.hpp). The operator's parameters theta live in their own ParamArena and the grown
-// model's parameters are a linear function of them, W = G(theta) (materialize); backward maps
+// bonsai/grow/learned.hpp — what the learned growth operators (LiGO: grow/ligo.hpp; Mango:
+// grow/mango.hpp) share; train/learned_growth.hpp trains them. The operator's parameters theta
+// live in their own ParamArena and the grown model's parameters are a linear function of them, W = G(theta) (materialize); backward maps
 // the grown model's gradient dL/dW onto dL/dtheta. A few steps (the LiGO paper: 100) of AdamW
 // on theta minimise the grown model's language-model loss, then W is written once and the
 // operator discarded. Both operators read and write dense GPT arenas, whose layout is checked
@@ -15,7 +15,7 @@
 #include "../nn/arena.hpp"
 #include "../nn/config.hpp"
 #include "../nn/gpt.hpp"
-#include "../train/adamw.hpp"
+#include "../backend/adamw.hpp"
 
 namespace bonsai {
 
@@ -89,50 +89,5 @@ struct LearnedGrowthConfig {
 struct NoGrowthObserver {
   void operator()(index_t, double) const noexcept {}
 };
-
-/// Trains a learned growth operator (Ligo, Mango: anything with config(), arena(),
-/// materialize(target arena) and backward(target arena)) for config.steps steps on batches from
-/// next_batch() (a callable returning a TokenBatch with targets, valid until the next call), then
-/// writes the final grown parameters into `target` (a model built with its config(), e.g.
-/// Gpt<Dense<T>, Dense<T>>). Each step: materialize into target, forward and backward the target
-/// with grad_scale 1, zero the operator's gradients, backward, observe(step, loss) (the target then
-/// holds the weights this step used and the operator's arena().grads() its gradient), AdamW step on
-/// its arena(). The target's own gradients are overwritten. Returns the loss of every step.
-template <class Operator, class Model, class NextBatch, class Observer = NoGrowthObserver>
-std::vector<double> train_learned_growth(Operator& op, Model& target, NextBatch&& next_batch,
-                                         const LearnedGrowthConfig& config = {},
-                                         Observer&& observe = {}) {
-  using T = typename Model::T;
-  const GptConfig& want = op.config();
-  const GptConfig& got = target.config();
-  BONSAI_CHECK(got.d_model == want.d_model && got.n_layer == want.n_layer &&
-                   got.n_head == want.n_head && got.kv_heads() == want.kv_heads() &&
-                   got.ffn_width() == want.ffn_width() && got.norm == want.norm &&
-                   got.act == want.act && got.pos == want.pos && got.norm_eps == want.norm_eps,
-               "train_learned_growth: the target model (d_model ", got.d_model, ", n_layer ",
-               got.n_layer, ", n_head ", got.n_head, ", ffn ", got.ffn_width(), ", eps ",
-               got.norm_eps, ") is not the plan's grown model (d_model ", want.d_model,
-               ", n_layer ", want.n_layer, ", n_head ", want.n_head, ", ffn ", want.ffn_width(),
-               ", eps ", want.norm_eps, "); build it with the operator's config()");
-  BONSAI_CHECK(config.steps >= 0, "train_learned_growth: ", config.steps, " steps");
-  AdamW<T> opt(op.arena(), config.adamw);
-  typename Model::Context ctx;
-  std::vector<double> losses;
-  for (index_t step = 0; step < config.steps; ++step) {
-    op.materialize(target.arena());
-    target.arena().zero_grads();
-    const TokenBatch batch = next_batch();
-    BONSAI_CHECK(batch.targets != nullptr, "train_learned_growth: batch ", step, " has no targets");
-    const double loss = target.forward(ctx, batch, T(1));
-    target.backward(ctx);
-    op.arena().zero_grads();
-    op.backward(target.arena());
-    observe(step, loss);
-    opt.step(op.arena(), config.lr);
-    losses.push_back(loss);
-  }
-  op.materialize(target.arena());
-  return losses;
-}
 
 }  // namespace bonsai

@@ -61,10 +61,13 @@ struct SatConfig {
 
   /// Everything that decides the kept sets, for checkpoints to compare.
   nlohmann::json to_json() const {
-    return {{"rate", ladder.rho0}, {"ladder", ladder.to_string()}, {"score", to_string(score)},
-            {"aggregate", aggregate == Aggregate::l2 ? "l2" : "max"},
-            {"select", to_string(select)}, {"channel_align", channel_align},
-            {"optimizer", skip_omitted ? "skip" : "step"}, {"seed", seed}};
+    nlohmann::json j = {{"rate", ladder.rho0}, {"ladder", ladder.to_string()},
+                        {"score", to_string(score)},
+                        {"aggregate", aggregate == Aggregate::l2 ? "l2" : "max"},
+                        {"select", to_string(select)}, {"channel_align", channel_align},
+                        {"optimizer", skip_omitted ? "skip" : "step"}, {"seed", seed}};
+    if (ladder.t0 > 0) j["start"] = ladder.t0;
+    return j;
   }
 };
 
