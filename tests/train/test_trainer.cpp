@@ -279,3 +279,30 @@ TEST_CASE("trainer: options it cannot run are refused with a sentence before any
   CHECK(refusal([](TrainerOptions& o, GptConfig&) { o.grow = {"3:lemon:d=16"}; })
             .find("growth never shrinks a model") != std::string::npos);
 }
+
+// The example of docs/training.md ("The trainer as a library"), as it stands there.
+TEST_CASE("trainer: the library example of the docs trains, checkpoints and resumes") {
+  test::TempDir dir("trainer_docs");
+  write_shards(dir.path, text_tokens());
+  const std::string data = dir.path.string(), out = (dir.path / "run").string();
+  // --- docs/training.md ---
+  GptConfig c;                       // the model: 2 x 32, LowRank FFNs of rank 8, byte tokens
+  c.n_layer = 2, c.d_model = 32, c.n_head = 2, c.max_seq_len = 32, c.vocab_size = 256;
+  c.ffn = FfnKind::lowrank, c.rank = 8, c.dense_first_ffn = false;
+  TrainerOptions o;                  // the run: data, steps, run folder, and its phases
+  o.train = data + "/train_*.bin", o.val = data + "/val_*.bin", o.out = out;
+  o.batch = 4, o.steps = 40, o.warmup = 4, o.lr = 3e-3, o.eval_every = 10, o.ckpt_every = 10;
+  o.sgt = "cosine", o.sgt_ratio = 0.25;                 // SGT: guides gone at step 10
+  o.grow = {"15:lemon:d=48,heads=3,layers=3,rank=12"};  // LEMON into 3 x 48 at step 15
+  o.sat_rate = 0.5, o.sat_start = 20;                   // SAT from step 20, dense again by 38
+  SingleProcess one;                 // or MpiCommunicator under mpirun
+  Trainer<LowRank<float>> trainer(o, c, one);
+  const RunSummary r = trainer.run();  // resumes from `out` when o.resume is set
+  Gpt<LowRank<float>, LowRank<float>>& grown = trainer.model();  // 3 x 48 after the run
+  // --- end ---
+  CHECK(r.finished());
+  CHECK(r.val_loss < 4.0);  // below ln 256 = 5.55 and the unigram entropy of English bytes
+  CHECK(grown.config().n_layer == 3);
+  CHECK(grown.config().d_model == 48);
+  CHECK(latest_checkpoint(out) == checkpoint_path(out, 40));
+}

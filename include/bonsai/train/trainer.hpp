@@ -540,8 +540,11 @@ class Trainer {
   }
 
   /// Whether SAT selects, observes and finishes step `step`: from the dense step before its
-  /// start on, which measures the activation scores the first thinned step selects by.
-  bool sat_runs(index_t step) const { return sat_ && step + 1 >= sat_config_->ladder.t0; }
+  /// start, which measures the activation scores the first thinned step selects by, until the
+  /// ladder reaches dense (a dense step with SAT is the step without it, bit for bit).
+  bool sat_runs(index_t step) const {
+    return sat_ && step + 1 >= sat_config_->ladder.t0 && step < sat_config_->ladder.t2;
+  }
 
   // ---- the timeline -------------------------------------------------------------------------
   /// Growth events applied before `step` trains.
