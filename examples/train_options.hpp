@@ -36,6 +36,7 @@ struct Options : TrainerOptions {
   std::string init_from, export_hf, export_llmc;
   index_t sample_tokens = 64;
   std::string prompt = "The";
+  double temperature = 0.8;  // of the final sample
   int threads = 0;
 };
 
@@ -180,6 +181,8 @@ inline void add_train_options(CLI::App& app, Options& o, GptConfig& c, ModelFlag
                  "write an llm.c model file (.bin, fp32) at the end (structured FFNs merged to dense)");
   app.add_option("--sample-tokens,-g", o.sample_tokens, "tokens to generate at the end")->capture_default_str();
   app.add_option("--prompt", o.prompt, "prompt of the final sample")->capture_default_str();
+  app.add_option("--temperature", o.temperature, "softmax temperature of the final sample")
+      ->capture_default_str();
   app.add_option("--seed", o.seed, "initialisation, shuffling and sampling seed")->capture_default_str();
   app.add_option("--threads", o.threads, "OpenMP threads (0: all)");
   app.add_option("--peak-gflops", o.peak_gflops, "this machine's peak, to print utilisation");
@@ -295,6 +298,8 @@ inline RunInputs prepare_run(const CLI::App& app, GptConfig& c, const ModelFlags
   at_least("--keep-ckpts", o.keep_ckpts, 1);
   at_least("--stop-after", o.stop_after, 0);
   at_least("--sample-tokens", o.sample_tokens, 0);
+  BONSAI_CHECK(std::isfinite(o.temperature) && o.temperature >= 0, "--temperature ", o.temperature,
+               " must be 0 (greedy) or positive");
   BONSAI_CHECK(std::isfinite(o.lr) && o.lr > 0, "--lr ", o.lr, " must be a positive number");
   BONSAI_CHECK(o.min_lr_fraction >= 0 && o.min_lr_fraction <= 1, "--min-lr-fraction ",
                o.min_lr_fraction, " must lie in [0, 1]");
@@ -346,7 +351,7 @@ void load_init(Gpt<SU, SD>& model, const ImportedModel& init, const std::string&
   }
 }
 
-/// --sample-tokens tokens after --prompt (temperature 0.8, top-k 40, seed --seed), printed as
+/// --sample-tokens tokens after --prompt (temperature --temperature, top-k 40, seed --seed), printed as
 /// they come.
 template <class SU, class SD>
 void print_sample(Gpt<SU, SD>& model, const Tokenizer& tokenizer, const Options& o) {
@@ -355,7 +360,7 @@ void print_sample(Gpt<SU, SD>& model, const Tokenizer& tokenizer, const Options&
   const std::vector<std::int32_t> prompt = tokenizer.encode(o.prompt);
   fmt::print("sample: {}", o.prompt);
   generate(model, prompt,
-           {.max_new_tokens = o.sample_tokens, .temperature = 0.8, .top_k = 40,
+           {.max_new_tokens = o.sample_tokens, .temperature = o.temperature, .top_k = 40,
             .stop_token = tokenizer.eot_token()},
            rng, [&](std::int32_t id) {
              fmt::print("{}", tokenizer.decode_token(id));

@@ -21,9 +21,6 @@ steps=${1:-2000}
 
 bash scripts/setup_brown.sh train_gpt
 bin=build/cpu-release/examples
-if [[ ! -f data/brown/byte/train_000000.bin ]]; then
-  "$bin/prepare_data" data/brown/brown.txt --tokenizer byte --documents blank-line -o data/brown/byte
-fi
 out=runs/life
 [[ $steps == 2000 ]] || out=runs/life-$steps
 mkdir -p "$out"

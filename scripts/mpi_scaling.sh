@@ -16,9 +16,6 @@ steps=${1:-12}
 vocab=${VOCAB:-gpt2}
 bash scripts/setup_brown.sh train_gpt
 bin=build/cpu-release/examples
-if [[ $vocab == byte && ! -f data/brown/byte/train_000000.bin ]]; then
-  "$bin/prepare_data" data/brown/brown.txt --tokenizer byte --documents blank-line -o data/brown/byte
-fi
 tokenizer=data/gpt2
 [[ $vocab == byte ]] && tokenizer=byte
 out=runs/mpi_scaling_$vocab

@@ -19,9 +19,6 @@ rates=(${RATES:-0.3 0.5 0.7})
 
 bash scripts/setup_brown.sh train_gpt
 bin=build/cpu-release/examples
-if [[ ! -f data/brown/byte/train_000000.bin ]]; then
-  "$bin/prepare_data" data/brown/brown.txt --tokenizer byte --documents blank-line -o data/brown/byte
-fi
 out=runs/sat
 [[ $base_steps == 600 && $steps == 400 ]] || out=runs/sat-$base_steps-$steps
 mkdir -p "$out"

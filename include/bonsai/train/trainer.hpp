@@ -418,9 +418,12 @@ class Trainer {
                  "--rollback-lr-factor ", o_.rollback_lr_factor, " must lie in (0, 1] and "
                  "--max-rollbacks ", o_.max_rollbacks, " must not be negative");
     if (config_.moe_experts > 0) {
-      BONSAI_CHECK(!sgt_ && o_.grow.empty() && o_.sat_rate == 0,
-                   "--moe-experts trains a Mixture-of-Experts model from scratch; it cannot be "
-                   "combined with --sgt, --grow or --sat-rate yet");
+      BONSAI_CHECK(o_.sat_rate == 0, "--sat-rate: SAT does not thin Mixture-of-Experts layers (each "
+                   "token's experts already compute a share of the FFN); train --moe-experts "
+                   "without it");
+      BONSAI_CHECK(!sgt_ && o_.grow.empty(), "--moe-experts trains a Mixture-of-Experts model "
+                   "from scratch; guiding its experts (--sgt) and growing it (--grow) are not "
+                   "implemented yet");
     }
   }
 
