@@ -32,10 +32,20 @@
 #include <memory>
 #include <thread>
 
-#include "train_run.hpp"
+#include <bonsai/bonsai.hpp>
+#include <bonsai/train/communicator.hpp>
+
+#include "train_options.hpp"
 #if BONSAI_WITH_MPI
 #include <bonsai/train/mpi_communicator.hpp>
 #endif
+
+using namespace bonsai;
+
+/// The run of one FFN structure Map (train_run.hpp), compiled in instances/, two structures to a
+/// file; this file sees only its declaration.
+template <class Map>
+int train(const Options& o, const GptConfig& config, Communicator& comm, const RunInputs& inputs);
 
 /// MPI when an MPI launcher started this process (and MPI is built in), else one process.
 static std::unique_ptr<Communicator> make_communicator() {

@@ -81,7 +81,7 @@ int train(const Options& o, GptConfig config, const RunInputs& inputs) {
   const AdamWConfig adamw{.beta1 = o.beta1, .beta2 = o.beta2, .weight_decay = o.weight_decay};
   AdamW<float> host_opt(host.arena(), adamw);  // the moments as checkpoints hold them
   AdamW<T, Device> opt(model.arena(), adamw);
-  const auto schedule = LrSchedule::cosine(o.lr, o.warmup, o.steps, o.min_lr_fraction);
+  const auto schedule = lr_schedule_of(o, o.steps);
   DataLoader loader(o.train, {.batch_size = B, .seq_len = Tlen, .world = int(accum), .shuffle = o.shuffle,
                               .seed = o.seed, .vocab_size = config.vocab_size});
   const nlohmann::json config_json = gpt_config_to_json(config);

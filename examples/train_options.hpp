@@ -143,6 +143,13 @@ inline void add_train_options(CLI::App& app, Options& o, GptConfig& c, ModelFlag
   app.add_option("--lr,-l", o.lr, "peak learning rate")->capture_default_str();
   app.add_option("--warmup,-u", o.warmup, "warm-up steps")->capture_default_str();
   app.add_option("--min-lr-fraction,-q", o.min_lr_fraction, "final lr / peak lr")->capture_default_str();
+  app.add_option("--lr-schedule", o.lr_schedule,
+                 "cosine (warm-up, then cosine decay) | wsd (warm-up, stable, decay)")
+      ->capture_default_str();
+  app.add_option("--wsd-decay-fraction", o.wsd_decay_fraction, "WSD: the share of the steps that decay")
+      ->capture_default_str();
+  app.add_option("--wsd-shape", o.wsd_shape, "WSD: the decay's shape, linear | sqrt (1 - sqrt x) | cosine")
+      ->capture_default_str();
   app.add_option("--weight-decay,-c", o.weight_decay, "AdamW weight decay (matrices only)")->capture_default_str();
   app.add_option("--beta2", o.beta2, "AdamW beta2 (the paper: 0.999)")->capture_default_str();
   app.add_option("--clip", o.clip, "clip the global gradient norm to this (0: off)")->capture_default_str();

@@ -4,8 +4,8 @@
 // instantiations are compiled two to a file (examples/instances/train_dense_lowrank.cpp,
 // train_block.cpp): what a structure adds is a few seconds, while every file pays about 35 s for
 // the code all structures share, so two files build in parallel on two cores at half the
-// compilation of four. The extern declarations at the end keep train_gpt.cpp from compiling any
-// of them, and the learned growth operators are compiled once (instances/learned_growth.cpp).
+// compilation of four. train_gpt.cpp declares train<Map> without including this header, and the
+// learned growth operators are compiled once (instances/learned_growth.cpp, extern below).
 #pragma once
 
 #include <fmt/core.h>
@@ -53,10 +53,6 @@ int train(const Options& o, const GptConfig& config, Communicator& comm, const R
 #define BONSAI_TRAIN_INSTANCE(EXTERN, Map)                                                      \
   EXTERN template int train<Map>(const bonsai::Options&, const bonsai::GptConfig&,              \
                                  bonsai::Communicator&, const bonsai::RunInputs&);
-BONSAI_TRAIN_INSTANCE(extern, bonsai::Dense<float>)
-BONSAI_TRAIN_INSTANCE(extern, bonsai::LowRank<float>)
-BONSAI_TRAIN_INSTANCE(extern, bonsai::BlockDense<float>)
-BONSAI_TRAIN_INSTANCE(extern, bonsai::BlockShuffle<float>)
 extern template std::vector<double> bonsai::learn_growth_operator<float>(
     const bonsai::GrowthStage&, const bonsai::GrowthPlan&, bonsai::ParamArena<float>&,
     bonsai::Gpt<bonsai::Dense<float>, bonsai::Dense<float>>&,

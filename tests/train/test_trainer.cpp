@@ -112,6 +112,9 @@ TEST_CASE("trainer: a run stopped at any step resumes into the same checkpoints,
          o.grow = {"2:msg:d=48,heads=3,ffn=160,layers=3"};
          o.msg_steps = 3, o.grow_state = "carry";
        }},
+      {"WSD, decaying from step 6", [](TrainerOptions& o, GptConfig&) {
+         o.lr_schedule = "wsd", o.wsd_decay_fraction = 0.25;
+       }},
       {"SAT down the ladder", [](TrainerOptions& o, GptConfig&) {
          o.sat_rate = 0.5, o.sat_ladder = "2,6,3";
        }},
@@ -271,6 +274,8 @@ TEST_CASE("trainer: options it cannot run are refused with a sentence before any
         }).find("Mixture-of-Experts") != std::string::npos);
   CHECK(refusal([](TrainerOptions& o, GptConfig&) { o.sat_start = 3; })
             .find("--sat-ladder and --sat-start need --sat-rate") != std::string::npos);
+  CHECK(refusal([](TrainerOptions& o, GptConfig&) { o.lr_schedule = "step"; })
+            .find("--lr-schedule: expected cosine or wsd, got 'step'") != std::string::npos);
   CHECK(refusal([](TrainerOptions& o, GptConfig&) { o.spike_factor = 0.9; })
             .find("--spike-factor 0.9 must be 0 (off) or above 1") != std::string::npos);
   CHECK(refusal([](TrainerOptions& o, GptConfig&) { o.total_batch_tokens = 100; })

@@ -157,7 +157,7 @@ class Trainer {
     opt_.emplace(arena(), AdamWConfig{.beta1 = o.beta1, .beta2 = o.beta2, .weight_decay = o.weight_decay});
     comm_.broadcast(values());  // rank 0's parameters to every rank (again after each growth event)
     plan_sgt();
-    schedule_.emplace(LrSchedule::cosine(o.lr, o.warmup, plan_.total_steps, o.min_lr_fraction));
+    schedule_.emplace(lr_schedule_of(o, plan_.total_steps));
     plan_growth_stages();
     plan_sat();
   }

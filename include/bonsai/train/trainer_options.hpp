@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "../config.hpp"
+#include "lr_schedule.hpp"
 
 namespace bonsai {
 
@@ -20,6 +21,9 @@ struct TrainerOptions {
   // optimisation
   index_t batch = 4, grad_accum = 1, total_batch_tokens = 0, steps = 100, warmup = 10;
   double lr = 6e-4, min_lr_fraction = 0.1, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, clip = 1.0;
+  std::string lr_schedule = "cosine";  // cosine | wsd (warm-up, stable, decay)
+  double wsd_decay_fraction = 0.2;     // WSD: the share of the steps that decay
+  std::string wsd_shape = "sqrt";      // WSD: the decay's shape, linear | sqrt | cosine
   // run
   std::string out = "runs/gpt";
   index_t eval_every = 50, eval_batches = 8, ckpt_every = 0, keep_ckpts = 2, stop_after = 0;
@@ -50,5 +54,15 @@ struct TrainerOptions {
   index_t sat_start = 0;  // the first step SAT omits anything (after SGT or a growth stage)
   double peak_gflops = 0;  // this machine's peak, for the utilisation column (0: none)
 };
+
+/// The learning rate of a run of `total_steps` steps as `o` describes it.
+inline LrSchedule lr_schedule_of(const TrainerOptions& o, index_t total_steps) {
+  if (o.lr_schedule == "wsd")
+    return LrSchedule::wsd(o.lr, o.warmup, total_steps, o.wsd_decay_fraction,
+                           parse_wsd_shape(o.wsd_shape), o.min_lr_fraction);
+  BONSAI_CHECK(o.lr_schedule == "cosine", "--lr-schedule: expected cosine or wsd, got '",
+               o.lr_schedule, "'");
+  return LrSchedule::cosine(o.lr, o.warmup, total_steps, o.min_lr_fraction);
+}
 
 }  // namespace bonsai
